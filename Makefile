@@ -1,0 +1,72 @@
+# forgejo-runner-operator. The two commands a user needs: `make dev` and `make test`.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+
+GO ?= go
+BIN := $(CURDIR)/bin
+MODULE := git.brooktrails.org/brooktrails/forgejo-runner-operator
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-dev)
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X $(MODULE)/internal/version.Version=$(VERSION) -X $(MODULE)/internal/version.Commit=$(COMMIT)
+CONTROLLER_GEN := $(BIN)/controller-gen
+GOLANGCI_LINT := $(BIN)/golangci-lint
+GO_TEST_FLAGS ?= -race -count=1 -timeout=30m
+
+.PHONY: all
+all: build
+
+##@ Development
+
+.PHONY: dev
+dev: ## Start a simulated cluster, the Forgejo simulator and the operator with sample pools.
+	$(GO) run -ldflags "$(LDFLAGS)" ./hack/dev
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Regenerate deepcopy code, CRDs and RBAC from the Go types.
+	$(CONTROLLER_GEN) object paths=./api/...
+	$(CONTROLLER_GEN) crd rbac:roleName=manager-role paths=./... \
+		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	@if [ -x hack/generate-proto.sh ]; then hack/generate-proto.sh; fi
+
+.PHONY: fmt
+fmt: ## Format the Go code.
+	gofmt -w $$(git ls-files '*.go')
+
+##@ Checks
+
+.PHONY: test
+test: verify lint test-binaries ## Everything CI runs: generated files, lint, and every test.
+	KUBEBUILDER_ASSETS="$$(hack/build-test-binaries.sh)" $(GO) test $(GO_TEST_FLAGS) ./...
+
+.PHONY: test-binaries
+test-binaries: ## Build (once) the Kubernetes binaries the tests run.
+	hack/build-test-binaries.sh
+
+.PHONY: verify
+verify: ## Fail when generated files are stale, code is unformatted or go.mod is untidy.
+	hack/verify.sh
+
+.PHONY: lint
+lint: $(GOLANGCI_LINT) ## Run golangci-lint.
+	$(GOLANGCI_LINT) run ./...
+
+##@ Build
+
+.PHONY: build
+build: ## Build the operator binary into bin/.
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/forgejo-runner-operator ./cmd/forgejo-runner-operator
+
+.PHONY: install
+install: ## Install the CRDs into the cluster kubectl points at.
+	kubectl apply --server-side -f config/crd/bases
+
+# Tools are pinned in their own modules under hack/tools and built from the module proxy.
+$(CONTROLLER_GEN): hack/tools/controller-gen/go.mod hack/tools/controller-gen/go.sum
+	$(GO) -C hack/tools/controller-gen build -o $@ sigs.k8s.io/controller-tools/cmd/controller-gen
+
+$(GOLANGCI_LINT): hack/tools/golangci-lint/go.mod hack/tools/golangci-lint/go.sum
+	$(GO) -C hack/tools/golangci-lint build -o $@ github.com/golangci/golangci-lint/v2/cmd/golangci-lint
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"} /^[a-zA-Z_-]+:.*##/ {printf "  %-14s %s\n", $$1, $$2} /^##@/ {printf "\n%s\n", substr($$0, 5)}' $(MAKEFILE_LIST)

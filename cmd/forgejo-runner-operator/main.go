@@ -1,0 +1,193 @@
+// Command forgejo-runner-operator reconciles RunnerPools and Runners: it gives a Forgejo
+// instance CI runners on demand.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	forgejov1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/version"
+)
+
+const binaryName = "forgejo-runner-operator"
+
+// options gathers every flag of the binary; validate runs before anything starts.
+type options struct {
+	kubeconfig           string
+	metricsAddr          string
+	metricsSecure        bool
+	probeAddr            string
+	leaderElect          bool
+	leaderElectionNS     string
+	leaderElectionID     string
+	leaseDuration        time.Duration
+	renewDeadline        time.Duration
+	retryPeriod          time.Duration
+	watchNamespace       string
+	showVersion          bool
+	logLevel             string
+	logDevelopmentFormat bool
+}
+
+func (o *options) bind(fs *flag.FlagSet) {
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "Kubeconfig file to reach the cluster with (default: $KUBECONFIG, else the in-cluster service account).")
+	fs.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443", "Address the /metrics endpoint serves on; \"0\" turns it off.")
+	fs.BoolVar(&o.metricsSecure, "metrics-secure", true, "Serve /metrics over HTTPS, allowing only callers the cluster authorizes to get /metrics.")
+	fs.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address /healthz and /readyz serve on.")
+	fs.BoolVar(&o.leaderElect, "leader-elect", true, "Elect a leader so that only one replica reconciles at a time.")
+	fs.StringVar(&o.leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election Lease (default: the pod's namespace).")
+	fs.StringVar(&o.leaderElectionID, "leader-election-id", "forgejo-runner-operator.forgejo.brooktrails.org", "Name of the leader election Lease.")
+	fs.DurationVar(&o.leaseDuration, "leader-election-lease-duration", 15*time.Second, "How long a leader's lease lasts without renewal.")
+	fs.DurationVar(&o.renewDeadline, "leader-election-renew-deadline", 10*time.Second, "How long the leader keeps trying to renew before it gives up.")
+	fs.DurationVar(&o.retryPeriod, "leader-election-retry-period", 2*time.Second, "How often candidates try to take the lease.")
+	fs.StringVar(&o.watchNamespace, "watch-namespace", "", "Reconcile only RunnerPools in this namespace (default: all namespaces).")
+	fs.BoolVar(&o.showVersion, "version", false, "Print the version and exit.")
+	fs.StringVar(&o.logLevel, "log-level", "info", "Log level: debug, info or error.")
+	fs.BoolVar(&o.logDevelopmentFormat, "log-development-format", false, "Human-readable console logs instead of JSON.")
+}
+
+func (o *options) validate() error {
+	var errs []error
+	if o.probeAddr == "" || o.probeAddr == "0" {
+		errs = append(errs, errors.New("--health-probe-bind-address must be set: the Deployment's probes need it"))
+	}
+	if o.leaderElect && (o.leaseDuration <= o.renewDeadline || o.renewDeadline <= o.retryPeriod || o.retryPeriod <= 0) {
+		errs = append(errs, fmt.Errorf("leader election needs lease-duration > renew-deadline > retry-period > 0, got %s, %s, %s",
+			o.leaseDuration, o.renewDeadline, o.retryPeriod))
+	}
+	if _, err := o.zapLevel(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func (o *options) zapLevel() (zapcore.Level, error) {
+	switch o.logLevel {
+	case "debug":
+		return zapcore.DebugLevel, nil
+	case "info":
+		return zapcore.InfoLevel, nil
+	case "error":
+		return zapcore.ErrorLevel, nil
+	}
+	return 0, fmt.Errorf("--log-level must be debug, info or error, not %q", o.logLevel)
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	var opts options
+	fs := flag.NewFlagSet(binaryName, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	opts.bind(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if opts.showVersion {
+		_, _ = fmt.Fprintln(stdout, version.String(binaryName))
+		return 0
+	}
+	if err := opts.validate(); err != nil {
+		_, _ = fmt.Fprintf(stderr, "%s: invalid flags:\n%v\n", binaryName, err)
+		return 2
+	}
+	level, _ := opts.zapLevel()
+	ctrl.SetLogger(zap.New(zap.UseDevMode(opts.logDevelopmentFormat), zap.Level(level), zap.WriteTo(stderr)))
+	log := ctrl.Log.WithName("setup")
+
+	if err := start(opts); err != nil {
+		log.Error(err, "operator stopped with an error")
+		return 1
+	}
+	return 0
+}
+
+func newScheme() (*runtime.Scheme, error) {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("register core types: %w", err)
+	}
+	if err := forgejov1alpha1.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("register forgejo types: %w", err)
+	}
+	return scheme, nil
+}
+
+func start(opts options) error {
+	log := ctrl.Log.WithName("setup")
+	scheme, err := newScheme()
+	if err != nil {
+		return err
+	}
+	cfg, err := restConfig(opts.kubeconfig)
+	if err != nil {
+		return fmt.Errorf("load Kubernetes client configuration: %w", err)
+	}
+
+	metricsOpts := metricsserver.Options{
+		BindAddress:   opts.metricsAddr,
+		SecureServing: opts.metricsSecure,
+	}
+	if opts.metricsSecure {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	mgrOpts := ctrl.Options{
+		Scheme:                  scheme,
+		Metrics:                 metricsOpts,
+		HealthProbeBindAddress:  opts.probeAddr,
+		LeaderElection:          opts.leaderElect,
+		LeaderElectionID:        opts.leaderElectionID,
+		LeaderElectionNamespace: opts.leaderElectionNS,
+		LeaseDuration:           &opts.leaseDuration,
+		RenewDeadline:           &opts.renewDeadline,
+		RetryPeriod:             &opts.retryPeriod,
+		// The process exits when it loses the lease, so a new leader need not wait for it.
+		LeaderElectionReleaseOnCancel: true,
+	}
+	if opts.watchNamespace != "" {
+		mgrOpts.Cache.DefaultNamespaces = map[string]cache.Config{opts.watchNamespace: {}}
+	}
+	mgr, err := ctrl.NewManager(cfg, mgrOpts)
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return fmt.Errorf("add health check: %w", err)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return fmt.Errorf("add readiness check: %w", err)
+	}
+
+	log.Info("starting", "version", version.Version, "commit", version.Commit,
+		"leaderElection", opts.leaderElect, "metricsAddress", opts.metricsAddr, "watchNamespace", opts.watchNamespace)
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		return fmt.Errorf("run manager: %w", err)
+	}
+	return nil
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig != "" {
+		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	}
+	return ctrl.GetConfig()
+}

@@ -1,0 +1,14 @@
+package main
+
+// What the operator may do in the cluster; `make generate` turns these markers into
+// config/rbac/role.yaml.
+//
+// +kubebuilder:rbac:groups=forgejo.brooktrails.org,resources=runnerpools;runners,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=forgejo.brooktrails.org,resources=runnerpools/status;runners/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=forgejo.brooktrails.org,resources=runnerpools/finalizers;runners/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=pods;secrets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create

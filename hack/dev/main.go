@@ -1,0 +1,203 @@
+// Command dev runs the project locally: a simulated Kubernetes cluster (real kube-apiserver,
+// etcd, kube-controller-manager, kube-scheduler, and kwok for fake nodes) with the project's
+// CRDs, the Forgejo simulator, the operator built from this checkout, and the sample pools with
+// the token Secrets they name. It prints the KUBECONFIG to use and stays up until interrupted.
+// `make dev` runs it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/cluster"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintf(os.Stderr, "dev: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	dir         string
+	nodes       int
+	probePort   int
+	forgejoAddr string
+}
+
+func run(args []string) error {
+	var cfg config
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	fs.StringVar(&cfg.dir, "dir", "", "Directory for the kubeconfig and logs (default: .dev in the repository).")
+	fs.IntVar(&cfg.nodes, "nodes", 2, "Number of fake nodes.")
+	fs.IntVar(&cfg.probePort, "probe-port", 18081, "Port of the operator's /healthz and /readyz.")
+	fs.StringVar(&cfg.forgejoAddr, "forgejo-addr", "127.0.0.1:3000", "Address of the Forgejo simulator; the samples point at 127.0.0.1:3000.")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	fmt.Println("dev: starting the simulated cluster (the first run builds Kubernetes; that takes a while)")
+	env, err := up(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer env.down()
+
+	fmt.Printf(`
+dev: ready.
+  export KUBECONFIG=%s
+  kubectl get runnerpools -A
+  Forgejo simulator: %s (admin token %q; control API under /_sim/)
+  operator log: %s
+dev: press Ctrl-C to stop
+`, env.cluster.Kubeconfig, env.forgejoURL, devAdminToken, env.operatorLog)
+	<-ctx.Done()
+	fmt.Println("dev: stopping")
+	return nil
+}
+
+// devEnv is everything `make dev` runs.
+type devEnv struct {
+	cluster     *cluster.Cluster
+	forgejo     *forgejoSim
+	forgejoURL  string
+	operator    *child
+	operatorLog string
+}
+
+// up starts the cluster, the simulator and the operator, and applies the samples. On error,
+// whatever was started is stopped again.
+func up(ctx context.Context, cfg config) (env *devEnv, err error) {
+	root, err := cluster.RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.dir == "" {
+		cfg.dir = filepath.Join(root, ".dev")
+	}
+	if err := os.RemoveAll(cfg.dir); err != nil {
+		return nil, fmt.Errorf("clear %s: %w", cfg.dir, err)
+	}
+	if err := os.MkdirAll(cfg.dir, 0o755); err != nil {
+		return nil, fmt.Errorf("make %s: %w", cfg.dir, err)
+	}
+	env = &devEnv{operatorLog: filepath.Join(cfg.dir, "operator.log")}
+	defer func() {
+		if err != nil {
+			env.down()
+		}
+	}()
+
+	env.cluster, err = cluster.Start(ctx, cluster.Options{Nodes: cfg.nodes, Dir: filepath.Join(cfg.dir, "cluster"), KeepDir: true})
+	if err != nil {
+		return env, err
+	}
+	env.forgejo, env.forgejoURL, err = startForgejo(cfg.forgejoAddr)
+	if err != nil {
+		return env, err
+	}
+	if err := seedSamples(ctx, env.cluster, env.forgejo.server, root); err != nil {
+		return env, err
+	}
+	env.operator, err = startOperator(ctx, root, cfg.dir, env.cluster.Kubeconfig, cfg.probePort)
+	return env, err
+}
+
+func (e *devEnv) down() {
+	if e.operator != nil {
+		e.operator.stop()
+	}
+	if e.forgejo != nil {
+		e.forgejo.close()
+	}
+	if e.cluster != nil {
+		if err := e.cluster.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "dev: stop cluster: %v\n", err)
+		}
+	}
+}
+
+// startOperator builds the operator from this checkout and runs it against the cluster the way
+// it runs in one: leader election on, JSON logs, probes served.
+func startOperator(ctx context.Context, root, dir, kubeconfig string, probePort int) (*child, error) {
+	bin := filepath.Join(dir, "forgejo-runner-operator")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/forgejo-runner-operator")
+	build.Dir = root
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		return nil, fmt.Errorf("build operator: %w", err)
+	}
+	logPath := filepath.Join(dir, "operator.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("open operator log: %w", err)
+	}
+	probeAddr := fmt.Sprintf("127.0.0.1:%d", probePort)
+	cmd := exec.Command(bin,
+		"--kubeconfig="+kubeconfig,
+		"--leader-elect=true",
+		"--leader-election-namespace=default",
+		"--metrics-bind-address=0",
+		"--health-probe-bind-address="+probeAddr,
+	)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start operator: %w", err)
+	}
+	op := &child{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		op.err = cmd.Wait()
+		_ = logFile.Close()
+		close(op.done)
+	}()
+
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		select {
+		case <-op.done:
+			return nil, fmt.Errorf("operator exited before it was ready (%w); see %s", op.err, logPath)
+		case <-time.After(200 * time.Millisecond):
+		}
+		resp, err := http.Get("http://" + probeAddr + "/readyz")
+		if err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return op, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			op.stop()
+			return nil, errors.New("operator not ready after two minutes; see " + logPath)
+		}
+	}
+}
+
+// child is a process dev started and waits for.
+type child struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+func (c *child) stop() {
+	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(15 * time.Second):
+		_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+		<-c.done
+	}
+}

@@ -1,0 +1,132 @@
+// Command protogen compiles the project's .proto files and writes their Go code, doing in one
+// process what protoc + protoc-gen-go would do.
+//
+// Neither protoc nor buf can be used here: the project's protos import runner/v1/messages.proto
+// from Gitea's actions-proto-go, whose Go module carries only the compiled Go code, and buf would
+// need the network (its schema registry) to fetch the source. The compiled Go code still embeds
+// the full file descriptor, so this generator resolves that import from the linked-in Go package
+// and feeds protocompile's result to protoc-gen-go's own generator (internal_gengo, importable
+// despite its name).
+//
+// hack/generate-proto.sh runs it (with go run -C hack/tools/protogen) for every .proto under proto/.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	runnerv1 "gitea.dev/actions-proto-go/runner/v1"
+	"github.com/bufbuild/protocompile"
+	"google.golang.org/protobuf/cmd/protoc-gen-go/internal_gengo"
+	"google.golang.org/protobuf/compiler/protogen"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/pluginpb"
+)
+
+// giteaGoImportPath is where the root module imports Gitea's runner.v1 package from; the
+// descriptor's own go_package may name the module's older path.
+const giteaGoImportPath = "gitea.dev/actions-proto-go/runner/v1"
+
+func main() {
+	protoPath := flag.String("proto_path", "proto", "directory the .proto files are relative to")
+	out := flag.String("out", ".", "directory the Go files are written under (the module root)")
+	module := flag.String("module", "", "Go module path stripped from output file names (protoc-gen-go's module= option)")
+	flag.Parse()
+	if flag.NArg() == 0 || *module == "" {
+		fmt.Fprintln(os.Stderr, "usage: protogen -module M [-proto_path DIR] [-out DIR] FILE.proto...")
+		os.Exit(2)
+	}
+	if err := generate(*protoPath, *out, *module, flag.Args()); err != nil {
+		fmt.Fprintln(os.Stderr, "protogen:", err)
+		os.Exit(1)
+	}
+}
+
+func generate(protoPath, outDir, module string, files []string) error {
+	gitea := runnerv1.File_runner_v1_messages_proto
+	compiler := protocompile.Compiler{
+		Resolver: protocompile.WithStandardImports(protocompile.CompositeResolver{
+			&protocompile.SourceResolver{ImportPaths: []string{protoPath}},
+			protocompile.ResolverFunc(func(path string) (protocompile.SearchResult, error) {
+				if path == gitea.Path() {
+					return protocompile.SearchResult{Desc: gitea}, nil
+				}
+				return protocompile.SearchResult{}, fmt.Errorf("%s: %w", path, os.ErrNotExist)
+			}),
+		}),
+		SourceInfoMode: protocompile.SourceInfoStandard,
+	}
+	compiled, err := compiler.Compile(context.Background(), files...)
+	if err != nil {
+		return fmt.Errorf("compile %v: %w", files, err)
+	}
+
+	req := &pluginpb.CodeGeneratorRequest{
+		FileToGenerate: files,
+		Parameter:      proto.String("module=" + module + ",M" + gitea.Path() + "=" + giteaGoImportPath),
+	}
+	seen := map[string]bool{}
+	for _, f := range compiled {
+		addWithDependencies(req, f, seen)
+	}
+
+	plugin, err := protogen.Options{}.New(req)
+	if err != nil {
+		return fmt.Errorf("prepare generator: %w", err)
+	}
+	for _, f := range plugin.Files {
+		if f.Generate {
+			internal_gengo.GenerateFile(plugin, f)
+		}
+	}
+	resp := plugin.Response()
+	if resp.Error != nil {
+		return errors.New(resp.GetError())
+	}
+	for _, f := range resp.File {
+		path := filepath.Join(outDir, filepath.FromSlash(f.GetName()))
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return fmt.Errorf("create directory for %s: %w", path, err)
+		}
+		if err := os.WriteFile(path, []byte(f.GetContent()), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+		fmt.Println("wrote", path)
+	}
+	return nil
+}
+
+// addWithDependencies appends f after everything it imports, the order a CodeGeneratorRequest
+// requires.
+func addWithDependencies(req *pluginpb.CodeGeneratorRequest, f protoreflect.FileDescriptor, seen map[string]bool) {
+	if seen[f.Path()] {
+		return
+	}
+	seen[f.Path()] = true
+	imports := f.Imports()
+	for i := range imports.Len() {
+		addWithDependencies(req, imports.Get(i).FileDescriptor, seen)
+	}
+	fdp := protodesc.ToFileDescriptorProto(f)
+	req.ProtoFile = append(req.ProtoFile, fdp)
+	// protoc-gen-go wants source positions only for the files it generates; keep the others lean.
+	if !isToGenerate(req, f.Path()) {
+		fdp.SourceCodeInfo = (*descriptorpb.SourceCodeInfo)(nil)
+	}
+}
+
+func isToGenerate(req *pluginpb.CodeGeneratorRequest, path string) bool {
+	for _, g := range req.FileToGenerate {
+		if g == path {
+			return true
+		}
+	}
+	return false
+}
