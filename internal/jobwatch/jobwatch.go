@@ -1,0 +1,322 @@
+// Package jobwatch finds the jobs waiting for runners. It keeps one poller per Forgejo
+// connection (instance URL, scope and token), shared by every pool that uses it, so a hundred
+// pools in one organization cost one jobs call per interval, not a hundred. Each poller lists
+// `…/actions/runners/jobs`; the jobs it sees are assigned to pools with package matching, and
+// the pools whose demand changed are told to reconcile.
+package jobwatch
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/types"
+
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejo"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/matching"
+)
+
+// DefaultInterval is how often each connection's jobs are listed.
+const DefaultInterval = 10 * time.Second
+
+// JobLister lists a scope's waiting and running jobs; *forgejo.Client is one.
+type JobLister interface {
+	ListJobs(ctx context.Context, labels ...string) ([]forgejo.Job, error)
+}
+
+// Connection identifies one poller: pools with equal Connections share it.
+type Connection struct {
+	URL   string
+	Scope string
+	// TokenDigest tells tokens apart without holding them.
+	TokenDigest string
+}
+
+// NewConnection builds a Connection; the token is digested, never stored.
+func NewConnection(url, scope, token string) Connection {
+	sum := sha256.Sum256([]byte(token))
+	return Connection{URL: url, Scope: scope, TokenDigest: hex.EncodeToString(sum[:8])}
+}
+
+// Job is a job as a pool sees it.
+type Job struct {
+	ID      int64
+	Attempt int64
+	Handle  string
+	RunsOn  []string
+	Status  string
+	TaskID  int64
+	// SeenAt is when a poll first saw the job waiting.
+	SeenAt time.Time
+}
+
+// Waiting reports whether the job still needs a runner.
+func (j Job) Waiting() bool { return j.Status == "waiting" }
+
+// Demand is what a pool learns from the watcher.
+type Demand struct {
+	// Assigned are the waiting jobs with a handle that this pool is to serve.
+	Assigned []Job
+	// Known are every job the pool's connection saw in its last poll, by handle, waiting or
+	// running: a runner whose handle is missing here has lost its job.
+	Known map[string]Job
+	// PolledAt is when the pool's connection was last listed successfully; zero until then.
+	PolledAt time.Time
+	// Err is the last poll's error, if it failed.
+	Err error
+}
+
+// Watcher runs the pollers. Register pools with Register; it calls notify for every pool
+// whose demand may have changed.
+type Watcher struct {
+	interval time.Duration
+	notify   func(types.NamespacedName)
+	log      logr.Logger
+	now      func() time.Time
+
+	mu      sync.Mutex
+	ctx     context.Context // set by Start
+	pools   map[types.NamespacedName]registration
+	pollers map[Connection]*poller
+}
+
+type registration struct {
+	conn Connection
+	pool matching.Pool
+}
+
+type poller struct {
+	lister JobLister
+	cancel context.CancelFunc
+	kick   chan struct{}
+	// Last poll's result.
+	jobs     map[string]Job // by handle; jobs without a handle are left out
+	polledAt time.Time
+	err      error
+}
+
+// New returns a Watcher listing every connection each interval.
+func New(interval time.Duration, notify func(types.NamespacedName), log logr.Logger) *Watcher {
+	if interval <= 0 {
+		interval = DefaultInterval
+	}
+	return &Watcher{
+		interval: interval,
+		notify:   notify,
+		log:      log,
+		now:      time.Now,
+		pools:    map[types.NamespacedName]registration{},
+		pollers:  map[Connection]*poller{},
+	}
+}
+
+// Start runs the pollers until ctx ends (manager.Runnable).
+func (w *Watcher) Start(ctx context.Context) error {
+	w.mu.Lock()
+	w.ctx = ctx
+	for conn, p := range w.pollers {
+		w.startPoller(conn, p)
+	}
+	w.mu.Unlock()
+	<-ctx.Done()
+	return nil
+}
+
+// NeedLeaderElection: only the leader creates runners, so only it polls.
+func (w *Watcher) NeedLeaderElection() bool { return true }
+
+// Register records (or updates) a pool and the connection it polls through. A new
+// connection is polled at once.
+func (w *Watcher) Register(pool matching.Pool, conn Connection, lister JobLister) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	old, had := w.pools[pool.Key]
+	w.pools[pool.Key] = registration{conn: conn, pool: pool}
+	if had && old.conn != conn {
+		w.dropPollerIfUnused(old.conn)
+	}
+	p, ok := w.pollers[conn]
+	if !ok {
+		p = &poller{lister: lister, kick: make(chan struct{}, 1)}
+		w.pollers[conn] = p
+		if w.ctx != nil {
+			w.startPoller(conn, p)
+		}
+	}
+}
+
+// Unregister forgets a pool; a connection no pool uses stops being polled.
+func (w *Watcher) Unregister(key types.NamespacedName) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	reg, ok := w.pools[key]
+	if !ok {
+		return
+	}
+	delete(w.pools, key)
+	w.dropPollerIfUnused(reg.conn)
+}
+
+// Poll asks for an immediate poll of the pool's connection (e.g. after a runner ended).
+func (w *Watcher) Poll(key types.NamespacedName) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if reg, ok := w.pools[key]; ok {
+		if p := w.pollers[reg.conn]; p != nil {
+			select {
+			case p.kick <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// Demand returns what the last polls say about a pool. A waiting job goes to exactly one
+// pool: among the registered pools whose connection saw it (and share its Forgejo URL), the
+// one matching.Choose picks.
+func (w *Watcher) Demand(key types.NamespacedName) Demand {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	reg, ok := w.pools[key]
+	if !ok {
+		return Demand{}
+	}
+	p := w.pollers[reg.conn]
+	if p == nil {
+		return Demand{}
+	}
+	d := Demand{Known: make(map[string]Job, len(p.jobs)), PolledAt: p.polledAt, Err: p.err}
+	for handle, job := range p.jobs {
+		d.Known[handle] = job
+		if !job.Waiting() || !matching.Matches(job.RunsOn, reg.pool.LabelNames) {
+			continue
+		}
+		if chosen, ok := matching.Choose(w.candidatesLocked(reg.conn.URL, handle), job.RunsOn); ok && chosen.Key == key {
+			d.Assigned = append(d.Assigned, job)
+		}
+	}
+	slices.SortFunc(d.Assigned, func(a, b Job) int { return int(a.ID - b.ID) })
+	return d
+}
+
+// candidatesLocked are the pools on the same instance whose connection saw the job.
+func (w *Watcher) candidatesLocked(url, handle string) []matching.Pool {
+	var out []matching.Pool
+	for _, reg := range w.pools {
+		if reg.conn.URL != url {
+			continue
+		}
+		if p := w.pollers[reg.conn]; p != nil {
+			if _, seen := p.jobs[handle]; seen {
+				out = append(out, reg.pool)
+			}
+		}
+	}
+	return out
+}
+
+func (w *Watcher) dropPollerIfUnused(conn Connection) {
+	for _, reg := range w.pools {
+		if reg.conn == conn {
+			return
+		}
+	}
+	if p := w.pollers[conn]; p != nil {
+		if p.cancel != nil {
+			p.cancel()
+		}
+		delete(w.pollers, conn)
+	}
+}
+
+func (w *Watcher) startPoller(conn Connection, p *poller) {
+	ctx, cancel := context.WithCancel(w.ctx)
+	p.cancel = cancel
+	go w.run(ctx, conn, p)
+}
+
+func (w *Watcher) run(ctx context.Context, conn Connection, p *poller) {
+	log := w.log.WithValues("forgejo", conn.URL, "scope", conn.Scope)
+	ticker := time.NewTicker(w.interval)
+	defer ticker.Stop()
+	for {
+		w.pollOnce(ctx, conn, p, log)
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		case <-p.kick:
+		}
+	}
+}
+
+func (w *Watcher) pollOnce(ctx context.Context, conn Connection, p *poller, log logr.Logger) {
+	jobs, err := p.lister.ListJobs(ctx)
+	if ctx.Err() != nil {
+		return
+	}
+	now := w.now()
+
+	w.mu.Lock()
+	if err != nil {
+		changed := p.err == nil
+		p.err = err
+		w.mu.Unlock()
+		log.Error(err, "list jobs")
+		if changed {
+			w.notifyUsers(conn)
+		}
+		return
+	}
+	next := make(map[string]Job, len(jobs))
+	for _, j := range jobs {
+		if j.Handle == "" {
+			// Created before the upgrade to Forgejo 15: no runner can be bound to it.
+			continue
+		}
+		job := Job{ID: j.ID, Attempt: j.Attempt, Handle: j.Handle, RunsOn: j.RunsOn, Status: j.Status, TaskID: j.TaskID, SeenAt: now}
+		if prev, ok := p.jobs[j.Handle]; ok {
+			job.SeenAt = prev.SeenAt
+		}
+		next[j.Handle] = job
+	}
+	changed := p.err != nil || p.polledAt.IsZero() || !sameJobs(p.jobs, next)
+	p.jobs, p.polledAt, p.err = next, now, nil
+	w.mu.Unlock()
+	if changed {
+		w.notifyUsers(conn)
+	}
+}
+
+// notifyUsers tells every pool on the connection's instance to reconcile: a change in one
+// connection's jobs can move a job between pools of different connections.
+func (w *Watcher) notifyUsers(conn Connection) {
+	w.mu.Lock()
+	var keys []types.NamespacedName
+	for key, reg := range w.pools {
+		if reg.conn.URL == conn.URL {
+			keys = append(keys, key)
+		}
+	}
+	w.mu.Unlock()
+	for _, k := range keys {
+		w.notify(k)
+	}
+}
+
+func sameJobs(a, b map[string]Job) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for h, ja := range a {
+		jb, ok := b[h]
+		if !ok || ja.Status != jb.Status || ja.TaskID != jb.TaskID {
+			return false
+		}
+	}
+	return true
+}
