@@ -126,7 +126,7 @@ func (w *Watcher) Start(ctx context.Context) error {
 	return nil
 }
 
-// NeedLeaderElection: only the leader creates runners, so only it polls.
+// NeedLeaderElection is true: only the leader creates runners, so only it polls.
 func (w *Watcher) NeedLeaderElection() bool { return true }
 
 // Register records (or updates) a pool and the connection it polls through. A new
@@ -139,9 +139,8 @@ func (w *Watcher) Register(pool matching.Pool, conn Connection, lister JobLister
 	if had && old.conn != conn {
 		w.dropPollerIfUnused(old.conn)
 	}
-	p, ok := w.pollers[conn]
-	if !ok {
-		p = &poller{lister: lister, kick: make(chan struct{}, 1)}
+	if _, ok := w.pollers[conn]; !ok {
+		p := &poller{lister: lister, kick: make(chan struct{}, 1)}
 		w.pollers[conn] = p
 		if w.ctx != nil {
 			w.startPoller(conn, p)
