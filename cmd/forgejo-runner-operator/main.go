@@ -23,6 +23,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	forgejov1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/operator"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/version"
 )
 
@@ -41,6 +42,7 @@ type options struct {
 	renewDeadline        time.Duration
 	retryPeriod          time.Duration
 	watchNamespace       string
+	pollInterval         time.Duration
 	showVersion          bool
 	logLevel             string
 	logDevelopmentFormat bool
@@ -58,6 +60,7 @@ func (o *options) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&o.renewDeadline, "leader-election-renew-deadline", 10*time.Second, "How long the leader keeps trying to renew before it gives up.")
 	fs.DurationVar(&o.retryPeriod, "leader-election-retry-period", 2*time.Second, "How often candidates try to take the lease.")
 	fs.StringVar(&o.watchNamespace, "watch-namespace", "", "Reconcile only RunnerPools in this namespace (default: all namespaces).")
+	fs.DurationVar(&o.pollInterval, "poll-interval", 10*time.Second, "How often each Forgejo connection's waiting jobs are listed.")
 	fs.BoolVar(&o.showVersion, "version", false, "Print the version and exit.")
 	fs.StringVar(&o.logLevel, "log-level", "info", "Log level: debug, info or error.")
 	fs.BoolVar(&o.logDevelopmentFormat, "log-development-format", false, "Human-readable console logs instead of JSON.")
@@ -71,6 +74,9 @@ func (o *options) validate() error {
 	if o.leaderElect && (o.leaseDuration <= o.renewDeadline || o.renewDeadline <= o.retryPeriod || o.retryPeriod <= 0) {
 		errs = append(errs, fmt.Errorf("leader election needs lease-duration > renew-deadline > retry-period > 0, got %s, %s, %s",
 			o.leaseDuration, o.renewDeadline, o.retryPeriod))
+	}
+	if o.pollInterval < time.Second {
+		errs = append(errs, fmt.Errorf("--poll-interval must be at least 1s, got %s", o.pollInterval))
 	}
 	if _, err := o.zapLevel(); err != nil {
 		errs = append(errs, err)
@@ -169,6 +175,9 @@ func start(opts options) error {
 	mgr, err := ctrl.NewManager(cfg, mgrOpts)
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
+	}
+	if err := operator.Setup(mgr, operator.Options{PollInterval: opts.pollInterval}); err != nil {
+		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return fmt.Errorf("add health check: %w", err)

@@ -1,0 +1,198 @@
+// Package runnerpool reconciles RunnerPools: it turns the jobs waiting for a pool into Runners
+// (one per job handle, never more than maxRunners), keeps minIdle warm runners, records every
+// ended runner in the pool's history before deleting it, and reports what it sees in status.
+package runnerpool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejo"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jobwatch"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/matching"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/poolconn"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/runnerpod"
+)
+
+// Finalizer keeps a pool until its runners, and so their registrations, are gone.
+const Finalizer = "forgejo.brooktrails.org/runners"
+
+// Condition types of a RunnerPool.
+const (
+	ConditionReady            = "Ready"
+	ConditionForgejoReachable = "ForgejoReachable"
+)
+
+// Reconciler reconciles RunnerPools.
+type Reconciler struct {
+	Client  client.Client
+	Forgejo *poolconn.Factory
+	Watcher *jobwatch.Watcher
+	// Events carries the watcher's "demand changed" notices into the work queue.
+	Events chan event.TypedGenericEvent[*v1alpha1.RunnerPool]
+	// Resync is how often a pool is reconciled without any change (default one minute).
+	Resync time.Duration
+	Now    func() time.Time
+}
+
+// Notify is the watcher's callback: it queues a reconcile of the pool.
+func (r *Reconciler) Notify(key types.NamespacedName) {
+	pool := &v1alpha1.RunnerPool{}
+	pool.Namespace, pool.Name = key.Namespace, key.Name
+	r.Events <- event.TypedGenericEvent[*v1alpha1.RunnerPool]{Object: pool}
+}
+
+// SetupWithManager registers the controller, watching the pool's Runners and the watcher.
+func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
+	if r.Now == nil {
+		r.Now = time.Now
+	}
+	if r.Resync == 0 {
+		r.Resync = time.Minute
+	}
+	return ctrl.ControllerManagedBy(mgr).
+		For(&v1alpha1.RunnerPool{}).
+		Owns(&v1alpha1.Runner{}).
+		WatchesRawSource(source.Channel(r.Events, &handler.TypedEnqueueRequestForObject[*v1alpha1.RunnerPool]{})).
+		Named("runnerpool").
+		Complete(r)
+}
+
+// Reconcile makes a pool's Runners match its demand and records what it saw.
+func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	var pool v1alpha1.RunnerPool
+	if err := r.Client.Get(ctx, req.NamespacedName, &pool); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Watcher.Unregister(req.NamespacedName)
+		}
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	runners, err := r.listRunners(ctx, &pool)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if !pool.DeletionTimestamp.IsZero() {
+		return r.finalize(ctx, &pool, runners)
+	}
+	if controllerutil.AddFinalizer(&pool, Finalizer) {
+		if err := r.Client.Update(ctx, &pool); err != nil {
+			return reconcile.Result{}, fmt.Errorf("add finalizer: %w", err)
+		}
+	}
+
+	status := pool.Status.DeepCopy()
+	status.ObservedGeneration = pool.Generation
+	live, err := r.retireEnded(ctx, &pool, status, runners)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+
+	fj, conn, err := r.Forgejo.Client(ctx, &pool)
+	if err != nil {
+		r.setReachable(status, &pool, err)
+		return r.done(r.writeStatus(ctx, &pool, status, live, jobwatch.Demand{}))
+	}
+	r.Watcher.Register(matching.PoolOf(&pool), conn, fj)
+	demand := r.Watcher.Demand(req.NamespacedName)
+	r.setReachable(status, &pool, demand.Err)
+
+	if demand.Err == nil && !demand.PolledAt.IsZero() {
+		created, err := r.scaleUp(ctx, &pool, live, demand)
+		if err != nil {
+			return reconcile.Result{}, err
+		}
+		live = append(live, created...)
+	}
+	return r.done(r.writeStatus(ctx, &pool, status, live, demand))
+}
+
+// done ends a reconcile: on success the pool is looked at again after Resync even if nothing
+// changes, so a missed notification cannot strand a job.
+func (r *Reconciler) done(err error) (reconcile.Result, error) {
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	return reconcile.Result{RequeueAfter: r.Resync}, nil
+}
+
+func (r *Reconciler) listRunners(ctx context.Context, pool *v1alpha1.RunnerPool) ([]v1alpha1.Runner, error) {
+	var list v1alpha1.RunnerList
+	if err := r.Client.List(ctx, &list, client.InNamespace(pool.Namespace), client.MatchingLabels{v1alpha1.PoolLabel: runnerpod.LabelValue(pool.Name)}); err != nil {
+		return nil, fmt.Errorf("list runners of pool %s: %w", pool.Name, err)
+	}
+	var owned []v1alpha1.Runner
+	for _, rn := range list.Items {
+		if rn.Spec.PoolName == pool.Name {
+			owned = append(owned, rn)
+		}
+	}
+	return owned, nil
+}
+
+// finalize deletes every Runner (whose own finalizer deletes its registration) and lets the
+// pool go once none is left.
+func (r *Reconciler) finalize(ctx context.Context, pool *v1alpha1.RunnerPool, runners []v1alpha1.Runner) (reconcile.Result, error) {
+	if len(runners) > 0 {
+		for i := range runners {
+			if runners[i].DeletionTimestamp.IsZero() {
+				if err := r.Client.Delete(ctx, &runners[i]); client.IgnoreNotFound(err) != nil {
+					return reconcile.Result{}, fmt.Errorf("delete runner %s: %w", runners[i].Name, err)
+				}
+			}
+		}
+		return reconcile.Result{RequeueAfter: 2 * time.Second}, nil
+	}
+	r.Watcher.Unregister(client.ObjectKeyFromObject(pool))
+	if controllerutil.RemoveFinalizer(pool, Finalizer) {
+		if err := r.Client.Update(ctx, pool); err != nil {
+			return reconcile.Result{}, fmt.Errorf("remove finalizer: %w", err)
+		}
+	}
+	return reconcile.Result{}, nil
+}
+
+// setReachable sets ForgejoReachable from the last error talking to Forgejo, with a message
+// that says what to fix.
+func (r *Reconciler) setReachable(status *v1alpha1.RunnerPoolStatus, pool *v1alpha1.RunnerPool, err error) {
+	cond := metav1.Condition{Type: ConditionForgejoReachable, Status: metav1.ConditionTrue, Reason: "JobsListed",
+		Message: "the jobs of the pool's scope are listed", ObservedGeneration: pool.Generation}
+	if err != nil {
+		cond.Status = metav1.ConditionFalse
+		cond.Reason, cond.Message = explain(pool, err)
+	}
+	meta.SetStatusCondition(&status.Conditions, cond)
+}
+
+func explain(pool *v1alpha1.RunnerPool, err error) (reason, message string) {
+	ref := pool.Spec.Forgejo.TokenSecretRef
+	switch {
+	case errors.Is(err, poolconn.ErrTokenSecret):
+		return "TokenSecretInvalid", err.Error()
+	case errors.Is(err, forgejo.ErrUnauthorized):
+		return "Unauthorized", fmt.Sprintf("Forgejo rejected the token in Secret %s: check that it is valid and not expired", ref.Name)
+	case errors.Is(err, forgejo.ErrForgejoTooOld):
+		return "ForgejoTooOld", "Forgejo 15 or newer is required: " + err.Error()
+	case errors.Is(err, forgejo.ErrScopeNotVisible), errors.Is(err, forgejo.ErrNotFound):
+		return "ScopeNotVisible", fmt.Sprintf("Forgejo answers 404 for the %s scope: check that it exists and that the token in Secret %s has the write permission of that scope", pool.Spec.Forgejo.Scope, ref.Name)
+	case errors.Is(err, forgejo.ErrRateLimited):
+		return "RateLimited", "Forgejo is rate-limiting the operator; it will retry"
+	default:
+		return "Unreachable", "cannot reach Forgejo: " + err.Error()
+	}
+}

@@ -1,0 +1,227 @@
+package runnerpool
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jobwatch"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/runnerpod"
+)
+
+// DefaultHistoryLimit applies when spec.history.limit is unset.
+const DefaultHistoryLimit = 20
+
+// RunnerNameForHandle names the Runner of a job attempt: the same handle always gives the same
+// name, so a second poll, a webhook or a restart finds the Runner the first one made.
+func RunnerNameForHandle(pool, handle string) string {
+	sum := sha256.Sum256([]byte(handle))
+	return fmt.Sprintf("%s-%s", truncate(pool, 52), hex.EncodeToString(sum[:5]))
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// BuildRunner is the Runner a pool creates for a job (or, with job nil, a warm idle runner).
+func BuildRunner(pool *v1alpha1.RunnerPool, name string, job *jobwatch.Job) *v1alpha1.Runner {
+	runner := &v1alpha1.Runner{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      name,
+			Namespace: pool.Namespace,
+			Labels:    map[string]string{v1alpha1.PoolLabel: runnerpod.LabelValue(pool.Name)},
+		},
+		Spec: v1alpha1.RunnerSpec{PoolName: pool.Name, Mode: pool.Spec.Mode},
+	}
+	if runner.Spec.Mode == "" {
+		runner.Spec.Mode = v1alpha1.ModeEphemeral
+	}
+	if job != nil {
+		runner.Spec.Job = &v1alpha1.JobRef{ID: job.ID, Attempt: job.Attempt, Handle: job.Handle, RunsOn: job.RunsOn}
+	}
+	return runner
+}
+
+// retireEnded records every ended runner in the pool's history and deletes it; it returns the
+// runners still alive. The record is written before the delete, and a record of the same
+// runner is never written twice, so a crash in between loses nothing and doubles nothing.
+func (r *Reconciler) retireEnded(ctx context.Context, pool *v1alpha1.RunnerPool, status *v1alpha1.RunnerPoolStatus, runners []v1alpha1.Runner) ([]v1alpha1.Runner, error) {
+	var live, ended []v1alpha1.Runner
+	for _, rn := range runners {
+		switch {
+		case !rn.DeletionTimestamp.IsZero():
+		case rn.Status.Phase == v1alpha1.RunnerFinished || rn.Status.Phase == v1alpha1.RunnerFailed:
+			if meta.IsStatusConditionTrue(rn.Status.Conditions, "Deregistered") {
+				ended = append(ended, rn)
+			} else {
+				live = append(live, rn) // still being cleaned up by the runner controller
+			}
+		default:
+			live = append(live, rn)
+		}
+	}
+	if len(ended) == 0 {
+		return live, nil
+	}
+	for _, rn := range ended {
+		status.RecentRunners = AddRecord(status.RecentRunners, Record(&rn), historyLimit(pool))
+	}
+	if err := r.updateStatus(ctx, pool, status); err != nil {
+		return nil, err
+	}
+	for i := range ended {
+		if err := r.Client.Delete(ctx, &ended[i]); client.IgnoreNotFound(err) != nil {
+			return nil, fmt.Errorf("delete ended runner %s: %w", ended[i].Name, err)
+		}
+		logf.FromContext(ctx).Info("runner retired", "runner", ended[i].Name, "outcome", ended[i].Status.Outcome)
+	}
+	return live, nil
+}
+
+func historyLimit(pool *v1alpha1.RunnerPool) int {
+	if pool.Spec.History.Limit != nil {
+		return int(*pool.Spec.History.Limit)
+	}
+	return DefaultHistoryLimit
+}
+
+// Record is the history entry of an ended runner.
+func Record(rn *v1alpha1.Runner) v1alpha1.RunnerRecord {
+	rec := v1alpha1.RunnerRecord{
+		Name:       rn.Name,
+		CreatedAt:  &rn.CreationTimestamp,
+		StartedAt:  rn.Status.StartedAt,
+		FinishedAt: rn.Status.FinishedAt,
+		Outcome:    rn.Status.Outcome,
+		ExitCode:   rn.Status.ExitCode,
+	}
+	if rec.Outcome == "" {
+		rec.Outcome = v1alpha1.OutcomeError
+	}
+	if rn.Status.Registration != nil {
+		rec.UUID = rn.Status.Registration.UUID
+	}
+	if rn.Spec.Job != nil {
+		rec.JobID, rec.Handle = rn.Spec.Job.ID, rn.Spec.Job.Handle
+	}
+	if c := meta.FindStatusCondition(rn.Status.Conditions, "Ended"); c != nil {
+		rec.Reason, rec.Message = c.Reason, c.Message
+	}
+	return rec
+}
+
+// AddRecord puts rec first in history (newest first), unless a record of the same runner is
+// already there, and keeps at most limit records.
+func AddRecord(history []v1alpha1.RunnerRecord, rec v1alpha1.RunnerRecord, limit int) []v1alpha1.RunnerRecord {
+	if slices.ContainsFunc(history, func(h v1alpha1.RunnerRecord) bool { return h.Name == rec.Name }) {
+		return history
+	}
+	history = append([]v1alpha1.RunnerRecord{rec}, history...)
+	if len(history) > limit {
+		history = history[:max(limit, 0)]
+	}
+	return history
+}
+
+// scaleUp creates a Runner for every assigned job without one, and warm runners up to minIdle,
+// never going past maxRunners.
+func (r *Reconciler) scaleUp(ctx context.Context, pool *v1alpha1.RunnerPool, live []v1alpha1.Runner, demand jobwatch.Demand) ([]v1alpha1.Runner, error) {
+	have := map[string]bool{}
+	idle := 0
+	for _, rn := range live {
+		have[rn.Name] = true
+		if rn.Spec.Job == nil {
+			idle++
+		}
+	}
+	room := int(pool.Spec.Scaling.MaxRunners) - len(live)
+	var wanted []*v1alpha1.Runner
+	for _, job := range demand.Assigned {
+		name := RunnerNameForHandle(pool.Name, job.Handle)
+		if !have[name] {
+			wanted = append(wanted, BuildRunner(pool, name, &job))
+		}
+	}
+	for i := idle; i < int(pool.Spec.Scaling.MinIdle); i++ {
+		wanted = append(wanted, BuildRunner(pool, "", nil))
+	}
+	var created []v1alpha1.Runner
+	for _, runner := range wanted {
+		if room <= 0 {
+			break
+		}
+		if runner.Name == "" {
+			runner.GenerateName = truncate(pool.Name, 52) + "-idle-"
+		}
+		if err := controllerutil.SetControllerReference(pool, runner, r.Client.Scheme()); err != nil {
+			return created, fmt.Errorf("own runner: %w", err)
+		}
+		if err := r.Client.Create(ctx, runner); err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				continue
+			}
+			return created, fmt.Errorf("create runner for pool %s: %w", pool.Name, err)
+		}
+		room--
+		created = append(created, *runner)
+		logf.FromContext(ctx).Info("created runner", "runner", runner.Name, "handle", handleOf(runner))
+	}
+	return created, nil
+}
+
+func handleOf(rn *v1alpha1.Runner) string {
+	if rn.Spec.Job == nil {
+		return ""
+	}
+	return rn.Spec.Job.Handle
+}
+
+// writeStatus derives the counts from the live runners and the demand, sets Ready, and writes
+// status if it changed.
+func (r *Reconciler) writeStatus(ctx context.Context, pool *v1alpha1.RunnerPool, status *v1alpha1.RunnerPoolStatus, live []v1alpha1.Runner, demand jobwatch.Demand) error {
+	status.Current = int32(len(live))
+	status.Idle, status.Busy = 0, 0
+	for _, rn := range live {
+		h := handleOf(&rn)
+		if job, ok := demand.Known[h]; ok && h != "" && !job.Waiting() {
+			status.Busy++
+		} else if rn.Status.Phase == v1alpha1.RunnerIdle {
+			status.Idle++
+		}
+	}
+	status.PendingJobs = int32(len(demand.Assigned))
+	status.Desired = min(pool.Spec.Scaling.MaxRunners, int32(len(demand.Assigned))+pool.Spec.Scaling.MinIdle)
+
+	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "Serving",
+		Message: "runners are created for waiting jobs", ObservedGeneration: pool.Generation}
+	if c := meta.FindStatusCondition(status.Conditions, ConditionForgejoReachable); c == nil || c.Status != metav1.ConditionTrue {
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, "ForgejoUnreachable", "see the ForgejoReachable condition"
+	}
+	meta.SetStatusCondition(&status.Conditions, ready)
+	return r.updateStatus(ctx, pool, status)
+}
+
+func (r *Reconciler) updateStatus(ctx context.Context, pool *v1alpha1.RunnerPool, status *v1alpha1.RunnerPoolStatus) error {
+	if equality.Semantic.DeepEqual(&pool.Status, status) {
+		return nil
+	}
+	pool.Status = *status
+	if err := r.Client.Status().Update(ctx, pool); err != nil {
+		return fmt.Errorf("update status of pool %s: %w", pool.Name, err)
+	}
+	return nil
+}

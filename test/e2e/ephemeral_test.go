@@ -1,0 +1,191 @@
+// Package e2e runs the operator, in-process and wired exactly as the binary wires it, against a
+// simulated cluster and the Forgejo simulator, with simulated runner processes in the pods.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejosim"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/operator"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/runnerpod"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/cluster"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/runnerplay"
+)
+
+type world struct {
+	cluster *cluster.Cluster
+	sim     *forgejosim.Server
+	url     string
+}
+
+func startWorld(t *testing.T) *world {
+	t.Helper()
+	w := &world{cluster: cluster.StartForTest(t, cluster.Options{})}
+	w.sim, w.url = forgejosim.NewTestServer(t, forgejosim.Options{AdminToken: "admin-token", Seed: 7})
+
+	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(testWriter{t})))
+	mgr, err := ctrl.NewManager(w.cluster.Config, ctrl.Options{
+		Scheme:                 w.cluster.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := operator.Setup(mgr, operator.Options{PollInterval: 200 * time.Millisecond, Resync: 2 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	managerDone := make(chan struct{})
+	go func() {
+		defer close(managerDone)
+		if err := mgr.Start(ctx); err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	}()
+	player := &runnerplay.Player{Cluster: w.cluster, TaskDuration: 20 * time.Millisecond, Logf: t.Logf}
+	playerDone := make(chan struct{})
+	go func() {
+		defer close(playerDone)
+		player.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-managerDone
+		<-playerDone
+	})
+	return w
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(p))
+	return len(p), nil
+}
+
+func (w *world) createPool(t *testing.T, name string, mutate func(*v1alpha1.RunnerPool)) *v1alpha1.RunnerPool {
+	t.Helper()
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name + "-token", Namespace: "default"},
+		StringData: map[string]string{"token": "admin-token"},
+	}
+	if err := w.cluster.Client.Create(t.Context(), secret); err != nil {
+		t.Fatal(err)
+	}
+	pool := &v1alpha1.RunnerPool{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"},
+		Spec: v1alpha1.RunnerPoolSpec{
+			Forgejo: v1alpha1.ForgejoConnection{
+				URL: w.url, Scope: v1alpha1.ScopeGlobal,
+				TokenSecretRef: v1alpha1.SecretKeySelector{Name: secret.Name},
+			},
+			Labels: []string{"docker:docker://node:22-bookworm"},
+		},
+	}
+	if mutate != nil {
+		mutate(pool)
+	}
+	if err := w.cluster.Client.Create(t.Context(), pool); err != nil {
+		t.Fatal(err)
+	}
+	return pool
+}
+
+// TestEveryJobGetsItsOwnRunnerAndNothingIsLeft is the product's promise end to end: twenty
+// waiting jobs get twenty runners, each runs its own job once, and afterwards nothing is left
+// in Forgejo or the cluster but the pool's history.
+func TestEveryJobGetsItsOwnRunnerAndNothingIsLeft(t *testing.T) {
+	w := startWorld(t)
+	const jobs = 20
+	pool := w.createPool(t, "burst", func(p *v1alpha1.RunnerPool) {
+		p.Spec.Scaling.MaxRunners = 25
+		p.Spec.History.Limit = ptr.To[int32](15)
+	})
+	queued, err := w.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}, Count: jobs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A job whose labels the pool lacks must get no runner.
+	foreign, err := w.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"windows"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	eventually(t, 3*time.Minute, "every job to succeed", func() (bool, string) {
+		done := 0
+		for _, j := range queued {
+			if got, _ := w.sim.Job(j.ID); got.Status == forgejosim.JobSuccess {
+				done++
+			}
+		}
+		return done == jobs, fmt.Sprintf("%d of %d jobs succeeded", done, jobs)
+	})
+	eventually(t, time.Minute, "nothing left behind", func() (bool, string) {
+		state := w.sim.State()
+		var runners v1alpha1.RunnerList
+		var pods corev1.PodList
+		var secrets corev1.SecretList
+		_ = w.cluster.Client.List(t.Context(), &runners, client.InNamespace("default"))
+		_ = w.cluster.Client.List(t.Context(), &pods, client.InNamespace("default"), client.MatchingLabels{runnerpod.LabelAppName: runnerpod.AppName})
+		_ = w.cluster.Client.List(t.Context(), &secrets, client.InNamespace("default"), client.MatchingLabels{runnerpod.LabelAppName: runnerpod.AppName})
+		left := fmt.Sprintf("%d registrations, %d Runners, %d pods, %d token Secrets", len(state.Runners), len(runners.Items), len(pods.Items), len(secrets.Items))
+		return len(state.Runners) == 0 && len(runners.Items) == 0 && len(pods.Items) == 0 && len(secrets.Items) == 0, left
+	})
+
+	tasksPerJob := map[int64]int{}
+	for _, task := range w.sim.State().Tasks {
+		tasksPerJob[task.JobID]++
+	}
+	for _, j := range queued {
+		if tasksPerJob[j.ID] != 1 {
+			t.Errorf("job %d ran %d times, want once", j.ID, tasksPerJob[j.ID])
+		}
+	}
+	if got, _ := w.sim.Job(foreign[0].ID); got.Status != forgejosim.JobWaiting || tasksPerJob[foreign[0].ID] != 0 {
+		t.Errorf("the job no pool matches was touched: %+v", got)
+	}
+
+	var got v1alpha1.RunnerPool
+	if err := w.cluster.Client.Get(t.Context(), client.ObjectKeyFromObject(pool), &got); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(got.Status.RecentRunners); n != 15 {
+		t.Errorf("history has %d entries, want the limit of 15", n)
+	}
+	for _, rec := range got.Status.RecentRunners {
+		if rec.Outcome != v1alpha1.OutcomeSucceeded || rec.JobID == 0 || rec.Handle == "" || rec.FinishedAt == nil {
+			t.Errorf("history entry incomplete: %+v", rec)
+		}
+	}
+}
+
+// eventually polls cond until it holds; the bound is a hang guard, not a performance target.
+func eventually(t *testing.T, bound time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(bound)
+	last := ""
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		last = state
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: %s", what, last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
