@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/cluster"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/runnerplay"
 )
 
 func main() {
@@ -58,11 +59,13 @@ func run(args []string) error {
 	fmt.Printf(`
 dev: ready.
   export KUBECONFIG=%s
-  kubectl get runnerpools -A
+  kubectl get runnerpools,runners,pods
   Forgejo simulator: %s (admin token %q; control API under /_sim/)
   operator log: %s
+Queue three jobs for the trusted-dind pool and watch each get its own runner pod:
+  curl -s -H 'Authorization: token %s' -d '{"repo":"acme/app","runs_on":["docker"],"count":3}' %s/_sim/jobs
 dev: press Ctrl-C to stop
-`, env.cluster.Kubeconfig, env.forgejoURL, devAdminToken, env.operatorLog)
+`, env.cluster.Kubeconfig, env.forgejoURL, devAdminToken, env.operatorLog, devAdminToken, env.forgejoURL)
 	<-ctx.Done()
 	fmt.Println("dev: stopping")
 	return nil
@@ -75,6 +78,7 @@ type devEnv struct {
 	forgejoURL  string
 	operator    *child
 	operatorLog string
+	stopPlayer  func()
 }
 
 // up starts the cluster, the simulator and the operator, and applies the samples. On error,
@@ -112,10 +116,28 @@ func up(ctx context.Context, cfg config) (env *devEnv, err error) {
 		return env, err
 	}
 	env.operator, err = startOperator(ctx, root, cfg.dir, env.cluster.Kubeconfig, cfg.probePort)
-	return env, err
+	if err != nil {
+		return env, err
+	}
+	// kwok runs no containers: play each runner pod's process with the simulated runner.
+	playCtx, stopPlaying := context.WithCancel(context.Background())
+	player := &runnerplay.Player{Cluster: env.cluster, TaskDuration: 2 * time.Second}
+	played := make(chan struct{})
+	go func() {
+		defer close(played)
+		player.Run(playCtx)
+	}()
+	env.stopPlayer = func() {
+		stopPlaying()
+		<-played
+	}
+	return env, nil
 }
 
 func (e *devEnv) down() {
+	if e.stopPlayer != nil {
+		e.stopPlayer()
+	}
 	if e.operator != nil {
 		e.operator.stop()
 	}

@@ -103,6 +103,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return reconcile.Result{}, err
 	}
 
+	if reason, msg := unsupported(&pool); reason != "" {
+		// Say so rather than start runners the pool did not ask for.
+		r.Watcher.Unregister(req.NamespacedName)
+		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse,
+			Reason: reason, Message: msg, ObservedGeneration: pool.Generation})
+		return r.done(r.updateStatus(ctx, &pool, status))
+	}
 	fj, conn, err := r.Forgejo.Client(ctx, &pool)
 	if err != nil {
 		r.setReachable(status, &pool, err)
@@ -195,4 +202,15 @@ func explain(pool *v1alpha1.RunnerPool, err error) (reason, message string) {
 	default:
 		return "Unreachable", "cannot reach Forgejo: " + err.Error()
 	}
+}
+
+// unsupported names what this version of the operator cannot do for a pool yet.
+func unsupported(pool *v1alpha1.RunnerPool) (reason, message string) {
+	switch {
+	case pool.Spec.Backend == v1alpha1.BackendRemote:
+		return "BackendNotSupported", "backend: remote (VM runners) is not implemented in this version of the operator"
+	case pool.Spec.Mode == v1alpha1.ModePersistent:
+		return "ModeNotSupported", "mode: persistent is not implemented in this version of the operator"
+	}
+	return "", ""
 }
