@@ -17,6 +17,7 @@ import (
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejosim"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jobwatch"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/matching"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/eventually"
 )
 
 type fixture struct {
@@ -72,13 +73,7 @@ func pool(name string, scope v1alpha1.Scope, labels ...string) matching.Pool {
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually.True(t, 10*time.Second, what, func() (bool, string) { return cond(), "not yet" })
 }
 
 func TestPoolsSharingAConnectionShareOnePoller(t *testing.T) {

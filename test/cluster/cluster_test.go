@@ -1,7 +1,6 @@
 package cluster_test
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/cluster"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/eventually"
 )
 
 // One full cluster serves every test in this file: starting one costs seconds.
@@ -48,7 +48,7 @@ func TestSimulatedCluster(t *testing.T) {
 		if err := c.Client.Create(t.Context(), deploy); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "three Running pods on fake nodes", func() (bool, string) {
+		eventually.True(t, time.Minute, "three Running pods on fake nodes", func() (bool, string) {
 			pods := listPods(t, c, ns)
 			running := 0
 			for _, p := range pods {
@@ -58,7 +58,7 @@ func TestSimulatedCluster(t *testing.T) {
 			}
 			return running == 3, fmt.Sprintf("%d of %d pods running", running, len(pods))
 		})
-		eventually(t, "the Deployment to report three available replicas", func() (bool, string) {
+		eventually.True(t, time.Minute, "the Deployment to report three available replicas", func() (bool, string) {
 			var got appsv1.Deployment
 			if err := c.Client.Get(t.Context(), client.ObjectKeyFromObject(deploy), &got); err != nil {
 				return false, err.Error()
@@ -113,7 +113,7 @@ func TestSimulatedCluster(t *testing.T) {
 		if err := c.Client.Delete(t.Context(), pod); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "the deleted pod to disappear", func() (bool, string) {
+		eventually.True(t, time.Minute, "the deleted pod to disappear", func() (bool, string) {
 			pods := listPods(t, c, ns)
 			return len(pods) == 0, fmt.Sprintf("%d pods left", len(pods))
 		})
@@ -136,7 +136,7 @@ func newJob(ns, name string) *batchv1.Job {
 func waitForRunningPod(t *testing.T, c *cluster.Cluster, ns string) *corev1.Pod {
 	t.Helper()
 	var pod *corev1.Pod
-	eventually(t, "a Running pod in "+ns, func() (bool, string) {
+	eventually.True(t, time.Minute, "a Running pod in "+ns, func() (bool, string) {
 		for _, p := range listPods(t, c, ns) {
 			if p.Status.Phase == corev1.PodRunning {
 				pod = &p
@@ -150,7 +150,7 @@ func waitForRunningPod(t *testing.T, c *cluster.Cluster, ns string) *corev1.Pod 
 
 func waitForJobCondition(t *testing.T, c *cluster.Cluster, job *batchv1.Job, want batchv1.JobConditionType) {
 	t.Helper()
-	eventually(t, "Job condition "+string(want), func() (bool, string) {
+	eventually.True(t, time.Minute, "Job condition "+string(want), func() (bool, string) {
 		var got batchv1.Job
 		if err := c.Client.Get(t.Context(), client.ObjectKeyFromObject(job), &got); err != nil {
 			return false, err.Error()
@@ -180,27 +180,6 @@ func listPods(t *testing.T, c *cluster.Cluster, ns string) []corev1.Pod {
 		t.Fatal(err)
 	}
 	return pods.Items
-}
-
-// eventually polls cond until it holds; the one-minute bound is a hang guard for a broken
-// cluster, not a performance expectation.
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	last := ""
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		last = state
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting for %s: %s", what, last)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 func schemaKind(group, version, kind string) schema.GroupVersionKind {

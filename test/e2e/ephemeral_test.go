@@ -21,6 +21,7 @@ import (
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/operator"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/runnerpod"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/cluster"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/eventually"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/runnerplay"
 )
 
@@ -124,7 +125,7 @@ func TestEveryJobGetsItsOwnRunnerAndNothingIsLeft(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	eventually(t, 3*time.Minute, "every job to succeed", func() (bool, string) {
+	eventually.True(t, 3*time.Minute, "every job to succeed", func() (bool, string) {
 		done := 0
 		for _, j := range queued {
 			if got, _ := w.sim.Job(j.ID); got.Status == forgejosim.JobSuccess {
@@ -133,7 +134,7 @@ func TestEveryJobGetsItsOwnRunnerAndNothingIsLeft(t *testing.T) {
 		}
 		return done == jobs, fmt.Sprintf("%d of %d jobs succeeded", done, jobs)
 	})
-	eventually(t, time.Minute, "nothing left behind", func() (bool, string) {
+	eventually.True(t, time.Minute, "nothing left behind", func() (bool, string) {
 		state := w.sim.State()
 		var runners v1alpha1.RunnerList
 		var pods corev1.PodList
@@ -169,23 +170,5 @@ func TestEveryJobGetsItsOwnRunnerAndNothingIsLeft(t *testing.T) {
 		if rec.Outcome != v1alpha1.OutcomeSucceeded || rec.JobID == 0 || rec.Handle == "" || rec.FinishedAt == nil {
 			t.Errorf("history entry incomplete: %+v", rec)
 		}
-	}
-}
-
-// eventually polls cond until it holds; the bound is a hang guard, not a performance target.
-func eventually(t *testing.T, bound time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(bound)
-	last := ""
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		last = state
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: %s", what, last)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
