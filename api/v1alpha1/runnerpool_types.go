@@ -475,6 +475,7 @@ type RunnerPoolStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=rp,categories=forgejo
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63",message="metadata.name of a RunnerPool must be at most 63 characters: it is the pool label value on every runner"
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.mode`
 // +kubebuilder:printcolumn:name="Backend",type=string,JSONPath=`.spec.backend`
 // +kubebuilder:printcolumn:name="Desired",type=integer,JSONPath=`.status.desired`

@@ -208,6 +208,13 @@ func TestInvalidPoolsAreRejected(t *testing.T) {
 			p.Spec.Runner.Capacity = -1
 		}, "spec.runner.capacity"},
 	}
+	cases = append(cases, struct {
+		name    string
+		mutate  func(*v1.RunnerPool)
+		message string
+	}{"name longer than a label value", func(p *v1.RunnerPool) {
+		p.Name = strings.Repeat("n", 64)
+	}, "metadata.name of a RunnerPool must be at most 63 characters"})
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			pool := validPool(fmt.Sprintf("invalid-%d", i))
