@@ -249,10 +249,12 @@ func (c *Cluster) addFakeNodes(ctx context.Context, n int) error {
 		if err := c.Client.Create(ctx, node); err != nil {
 			return fmt.Errorf("create fake node %s: %w", node.Name, err)
 		}
-		// Create drops status; kwok's stage copies capacity from it, so set it explicitly.
+		// Create drops status, so capacity is set afterwards. kwok may already be writing the
+		// node's status: a merge patch (no resourceVersion) cannot conflict with it.
+		base := node.DeepCopy()
 		node.Status.Capacity = fakeNodeResources()
 		node.Status.Allocatable = fakeNodeResources()
-		if err := c.Client.Status().Update(ctx, node); err != nil {
+		if err := c.Client.Status().Patch(ctx, node, client.MergeFrom(base)); err != nil {
 			return fmt.Errorf("set capacity of fake node %s: %w", node.Name, err)
 		}
 	}
@@ -286,14 +288,16 @@ func (c *Cluster) untaintNodes(ctx context.Context) error {
 	}
 	for i := range nodes.Items {
 		node := &nodes.Items[i]
-		kept := node.Spec.Taints[:0]
+		base := node.DeepCopy()
+		kept := []corev1.Taint{}
 		for _, taint := range node.Spec.Taints {
 			if taint.Key != corev1.TaintNodeNotReady {
 				kept = append(kept, taint)
 			}
 		}
 		node.Spec.Taints = kept
-		if err := c.Client.Update(ctx, node); err != nil {
+		// A patch, not an update: kwok keeps writing node status meanwhile.
+		if err := c.Client.Patch(ctx, node, client.MergeFrom(base)); err != nil {
 			return fmt.Errorf("remove not-ready taint from %s: %w", node.Name, err)
 		}
 	}
