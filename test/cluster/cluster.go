@@ -25,6 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -355,12 +356,16 @@ func (c *Cluster) poll(ctx context.Context, what string, cond func() (bool, erro
 // TerminatePod ends a pod the way a kubelet reports a finished pod: every container
 // terminated with exitCode, and the pod Succeeded (exit code 0) or Failed (otherwise).
 func (c *Cluster) TerminatePod(ctx context.Context, key client.ObjectKey, exitCode int32) error {
-	var pod corev1.Pod
-	if err := c.Client.Get(ctx, key, &pod); err != nil {
-		return fmt.Errorf("get pod %s: %w", key, err)
-	}
-	SetPodTerminated(&pod, exitCode, time.Now())
-	if err := c.Client.Status().Update(ctx, &pod); err != nil {
+	// kwok may still be writing the pod's status; read again and retry on a conflict.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var pod corev1.Pod
+		if err := c.Client.Get(ctx, key, &pod); err != nil {
+			return err
+		}
+		SetPodTerminated(&pod, exitCode, time.Now())
+		return c.Client.Status().Update(ctx, &pod)
+	})
+	if err != nil {
 		return fmt.Errorf("mark pod %s terminated: %w", key, err)
 	}
 	return nil
