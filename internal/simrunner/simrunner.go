@@ -252,6 +252,9 @@ func (r *runner) run(ctx context.Context) (Outcome, error) {
 	switch {
 	case connect.CodeOf(err) == connect.CodeUnimplemented:
 		r.logf("simrunner: server does not implement Declare, continuing")
+	case err != nil && ctx.Err() != nil:
+		// Stopped (SIGTERM) before any task came: forgejo-runner's "no task".
+		return Outcome{ExitCode: ExitNoTask}, nil //nolint:nilerr // the stop is the answer, not a failure
 	case err != nil:
 		return Outcome{ExitCode: ExitError}, fmt.Errorf("declare runner %s: %w", r.cfg.UUID, err)
 	default:
