@@ -23,6 +23,9 @@ import (
 // DefaultInterval is how often each connection's jobs are listed.
 const DefaultInterval = 10 * time.Second
 
+// GoneMemory is how long a handle that left the jobs list is remembered as gone.
+const GoneMemory = 10 * time.Minute
+
 // JobLister lists a scope's waiting and running jobs; *forgejo.Client is one.
 type JobLister interface {
 	ListJobs(ctx context.Context, labels ...string) ([]forgejo.Job, error)
@@ -64,6 +67,9 @@ type Demand struct {
 	// Known are every job the pool's connection saw in its last poll, by handle, waiting or
 	// running: a runner whose handle is missing here has lost its job.
 	Known map[string]Job
+	// Gone are the handles that left the list (finished, cancelled or abandoned jobs), with the
+	// time of the first poll that no longer showed them; kept for GoneMemory.
+	Gone map[string]time.Time
 	// PolledAt is when the pool's connection was last listed successfully; zero until then.
 	PolledAt time.Time
 	// Err is the last poll's error, if it failed.
@@ -94,7 +100,8 @@ type poller struct {
 	cancel context.CancelFunc
 	kick   chan struct{}
 	// Last poll's result.
-	jobs     map[string]Job // by handle; jobs without a handle are left out
+	jobs     map[string]Job       // by handle; jobs without a handle are left out
+	gone     map[string]time.Time // handles that left the list, and when
 	polledAt time.Time
 	err      error
 }
@@ -188,7 +195,10 @@ func (w *Watcher) Demand(key types.NamespacedName) Demand {
 	if p == nil {
 		return Demand{}
 	}
-	d := Demand{Known: make(map[string]Job, len(p.jobs)), PolledAt: p.polledAt, Err: p.err}
+	d := Demand{Known: make(map[string]Job, len(p.jobs)), Gone: make(map[string]time.Time, len(p.gone)), PolledAt: p.polledAt, Err: p.err}
+	for handle, at := range p.gone {
+		d.Gone[handle] = at
+	}
 	for handle, job := range p.jobs {
 		d.Known[handle] = job
 		if !job.Waiting() || !matching.Matches(job.RunsOn, reg.pool.LabelNames) {
@@ -284,6 +294,19 @@ func (w *Watcher) pollOnce(ctx context.Context, conn Connection, p *poller, log 
 		next[j.Handle] = job
 	}
 	changed := p.err != nil || p.polledAt.IsZero() || !sameJobs(p.jobs, next)
+	if p.gone == nil {
+		p.gone = map[string]time.Time{}
+	}
+	for handle := range p.jobs {
+		if _, still := next[handle]; !still {
+			p.gone[handle] = now
+		}
+	}
+	for handle, at := range p.gone {
+		if _, back := next[handle]; back || now.Sub(at) > GoneMemory {
+			delete(p.gone, handle)
+		}
+	}
 	p.jobs, p.polledAt, p.err = next, now, nil
 	w.mu.Unlock()
 	if changed {

@@ -171,6 +171,12 @@ func TestCancelledJobLeavesDemand(t *testing.T) {
 	if _, known := d.Known[jobs[0].Handle]; known {
 		t.Fatalf("cancelled job still known")
 	}
+	if _, gone := d.Gone[jobs[0].Handle]; !gone {
+		t.Fatalf("cancelled job not reported gone")
+	}
+	if _, gone := d.Gone[jobs[1].Handle]; gone {
+		t.Fatalf("waiting job reported gone")
+	}
 }
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }

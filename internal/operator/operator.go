@@ -26,6 +26,10 @@ type Options struct {
 	PollInterval time.Duration
 	// Resync is how often a pool is reconciled when nothing changed.
 	Resync time.Duration
+	// JobGoneGrace is how long a runner may outlive its job's leaving the jobs list.
+	JobGoneGrace time.Duration
+	// GCInterval is how often registrations are checked for orphans.
+	GCInterval time.Duration
 }
 
 // Setup adds the operator's controllers and runnables to mgr.
@@ -46,6 +50,9 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		Forgejo: factory,
 		Events:  make(chan event.TypedGenericEvent[*v1alpha1.RunnerPool], 1024),
 		Resync:  opts.Resync,
+
+		JobGoneGrace: opts.JobGoneGrace,
+		GCInterval:   opts.GCInterval,
 	}
 	pools.Watcher = jobwatch.New(opts.PollInterval, pools.Notify, ctrl.Log.WithName("jobwatch"))
 	if err := mgr.Add(pools.Watcher); err != nil {

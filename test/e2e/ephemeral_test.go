@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -29,45 +30,68 @@ type world struct {
 	cluster *cluster.Cluster
 	sim     *forgejosim.Server
 	url     string
+	// stopOperator stops the running operator and waits until it has stopped.
+	stopOperator func()
+}
+
+// Options of the operator under test: fast enough that a test takes seconds.
+var testOptions = operator.Options{
+	PollInterval: 200 * time.Millisecond,
+	Resync:       2 * time.Second,
+	JobGoneGrace: 3 * time.Second,
+	GCInterval:   time.Second,
 }
 
 func startWorld(t *testing.T) *world {
 	t.Helper()
 	w := &world{cluster: cluster.StartForTest(t, cluster.Options{})}
 	w.sim, w.url = forgejosim.NewTestServer(t, forgejosim.Options{AdminToken: "admin-token", Seed: 7})
-
 	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(testWriter{t})))
-	mgr, err := ctrl.NewManager(w.cluster.Config, ctrl.Options{
-		Scheme:                 w.cluster.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := operator.Setup(mgr, operator.Options{PollInterval: 200 * time.Millisecond, Resync: 2 * time.Second}); err != nil {
-		t.Fatal(err)
-	}
+
 	ctx, cancel := context.WithCancel(context.Background())
-	managerDone := make(chan struct{})
-	go func() {
-		defer close(managerDone)
-		if err := mgr.Start(ctx); err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	}()
 	player := &runnerplay.Player{Cluster: w.cluster, TaskDuration: 20 * time.Millisecond, Logf: t.Logf}
 	playerDone := make(chan struct{})
 	go func() {
 		defer close(playerDone)
 		player.Run(ctx)
 	}()
+	w.startOperator(t)
 	t.Cleanup(func() {
+		w.stopOperator()
 		cancel()
-		<-managerDone
 		<-playerDone
 	})
 	return w
+}
+
+// startOperator runs the operator in-process, wired as the binary wires it.
+func (w *world) startOperator(t *testing.T) {
+	t.Helper()
+	mgr, err := ctrl.NewManager(w.cluster.Config, ctrl.Options{
+		Scheme:                 w.cluster.Scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		// A restarted operator registers its controllers again in the same process.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := operator.Setup(mgr, testOptions); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := mgr.Start(ctx); err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	}()
+	w.stopOperator = func() {
+		cancel()
+		<-done
+	}
 }
 
 type testWriter struct{ t *testing.T }

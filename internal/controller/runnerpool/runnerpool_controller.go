@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -48,7 +49,14 @@ type Reconciler struct {
 	Events chan event.TypedGenericEvent[*v1alpha1.RunnerPool]
 	// Resync is how often a pool is reconciled without any change (default one minute).
 	Resync time.Duration
-	Now    func() time.Time
+	// JobGoneGrace is how long a runner may outlive its job's leaving the jobs list
+	// (default DefaultJobGoneGrace).
+	JobGoneGrace time.Duration
+	// GCInterval is how often registrations are checked for orphans (default DefaultGCInterval).
+	GCInterval time.Duration
+	Now        func() time.Time
+
+	gc orphanCollector
 }
 
 // Notify is the watcher's callback: it queues a reconcile of the pool.
@@ -119,14 +127,46 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	demand := r.Watcher.Demand(req.NamespacedName)
 	r.setReachable(status, &pool, demand.Err)
 
+	if live, err = r.endRunnersWithoutJob(ctx, &pool, status, live, demand); err != nil {
+		return reconcile.Result{}, err
+	}
+	if demand.Err == nil && r.gc.due(pool.UID, r.Now(), r.gcInterval()) {
+		if err := r.gc.collect(ctx, fj, &pool, registrationIDs(runners)); err != nil {
+			// Orphans cost only a stale entry in Forgejo's list; the next pass tries again.
+			logf.FromContext(ctx).Error(err, "garbage collection of registrations")
+		}
+	}
+	retryIn := time.Duration(0)
 	if demand.Err == nil && !demand.PolledAt.IsZero() {
-		created, err := r.scaleUp(ctx, &pool, live, demand)
+		var created []v1alpha1.Runner
+		created, retryIn, err = r.scaleUp(ctx, &pool, live, demand)
 		if err != nil {
 			return reconcile.Result{}, err
 		}
 		live = append(live, created...)
 	}
-	return r.done(r.writeStatus(ctx, &pool, status, live, demand))
+	result, err := r.done(r.writeStatus(ctx, &pool, status, live, demand))
+	if err == nil && retryIn > 0 && retryIn < result.RequeueAfter {
+		result.RequeueAfter = retryIn
+	}
+	return result, err
+}
+
+func registrationIDs(runners []v1alpha1.Runner) map[int64]bool {
+	ids := map[int64]bool{}
+	for _, rn := range runners {
+		if rn.Status.Registration != nil {
+			ids[rn.Status.Registration.ID] = true
+		}
+	}
+	return ids
+}
+
+func (r *Reconciler) gcInterval() time.Duration {
+	if r.GCInterval > 0 {
+		return r.GCInterval
+	}
+	return DefaultGCInterval
 }
 
 // done ends a reconcile: on success the pool is looked at again after Resync even if nothing
@@ -166,6 +206,7 @@ func (r *Reconciler) finalize(ctx context.Context, pool *v1alpha1.RunnerPool, ru
 		return reconcile.Result{RequeueAfter: 2 * time.Second}, nil
 	}
 	r.Watcher.Unregister(client.ObjectKeyFromObject(pool))
+	r.gc.forget(pool.UID)
 	if controllerutil.RemoveFinalizer(pool, Finalizer) {
 		if err := r.Client.Update(ctx, pool); err != nil {
 			return reconcile.Result{}, fmt.Errorf("remove finalizer: %w", err)

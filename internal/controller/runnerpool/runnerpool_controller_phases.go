@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -138,8 +139,9 @@ func AddRecord(history []v1alpha1.RunnerRecord, rec v1alpha1.RunnerRecord, limit
 }
 
 // scaleUp creates a Runner for every assigned job without one, and warm runners up to minIdle,
-// never going past maxRunners.
-func (r *Reconciler) scaleUp(ctx context.Context, pool *v1alpha1.RunnerPool, live []v1alpha1.Runner, demand jobwatch.Demand) ([]v1alpha1.Runner, error) {
+// never going past maxRunners. A job whose earlier runners failed waits out its backoff;
+// retryIn says when the first such wait ends.
+func (r *Reconciler) scaleUp(ctx context.Context, pool *v1alpha1.RunnerPool, live []v1alpha1.Runner, demand jobwatch.Demand) (created []v1alpha1.Runner, retryIn time.Duration, err error) {
 	have := map[string]bool{}
 	idle := 0
 	for _, rn := range live {
@@ -150,16 +152,23 @@ func (r *Reconciler) scaleUp(ctx context.Context, pool *v1alpha1.RunnerPool, liv
 	}
 	room := int(pool.Spec.Scaling.MaxRunners) - len(live)
 	var wanted []*v1alpha1.Runner
+	now := r.Now()
 	for _, job := range demand.Assigned {
 		name := RunnerNameForHandle(pool.Name, job.Handle)
-		if !have[name] {
-			wanted = append(wanted, BuildRunner(pool, name, &job))
+		if have[name] {
+			continue
 		}
+		if wait := retryDelay(pool.Status.RecentRunners, job.Handle, now); wait > 0 {
+			if retryIn == 0 || wait < retryIn {
+				retryIn = wait
+			}
+			continue
+		}
+		wanted = append(wanted, BuildRunner(pool, name, &job))
 	}
 	for i := idle; i < int(pool.Spec.Scaling.MinIdle); i++ {
 		wanted = append(wanted, BuildRunner(pool, "", nil))
 	}
-	var created []v1alpha1.Runner
 	for _, runner := range wanted {
 		if room <= 0 {
 			break
@@ -168,19 +177,19 @@ func (r *Reconciler) scaleUp(ctx context.Context, pool *v1alpha1.RunnerPool, liv
 			runner.GenerateName = truncate(pool.Name, 52) + "-idle-"
 		}
 		if err := controllerutil.SetControllerReference(pool, runner, r.Client.Scheme()); err != nil {
-			return created, fmt.Errorf("own runner: %w", err)
+			return created, retryIn, fmt.Errorf("own runner: %w", err)
 		}
 		if err := r.Client.Create(ctx, runner); err != nil {
 			if apierrors.IsAlreadyExists(err) {
 				continue
 			}
-			return created, fmt.Errorf("create runner for pool %s: %w", pool.Name, err)
+			return created, retryIn, fmt.Errorf("create runner for pool %s: %w", pool.Name, err)
 		}
 		room--
 		created = append(created, *runner)
 		logf.FromContext(ctx).Info("created runner", "runner", runner.Name, "handle", handleOf(runner))
 	}
-	return created, nil
+	return created, retryIn, nil
 }
 
 func handleOf(rn *v1alpha1.Runner) string {

@@ -3,6 +3,7 @@ package runnerpool
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -72,5 +73,72 @@ func TestBuildRunner(t *testing.T) {
 	}
 	if idle := BuildRunner(pool, "", nil); idle.Spec.Job != nil {
 		t.Fatalf("idle runner has a job")
+	}
+}
+
+func TestRetryDelayBacksOffPerHandle(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	at := func(ago time.Duration) *metav1.Time { t := metav1.NewTime(now.Add(-ago)); return &t }
+	failed := func(handle string, ago time.Duration) v1alpha1.RunnerRecord {
+		return v1alpha1.RunnerRecord{Handle: handle, Outcome: v1alpha1.OutcomeFailed, FinishedAt: at(ago)}
+	}
+	cases := []struct {
+		name    string
+		history []v1alpha1.RunnerRecord
+		want    time.Duration
+	}{
+		{"no history", nil, 0},
+		{"one failure just now", []v1alpha1.RunnerRecord{failed("h", 0)}, 5 * time.Second},
+		{"one failure long ago", []v1alpha1.RunnerRecord{failed("h", time.Minute)}, 0},
+		{"three failures double twice", []v1alpha1.RunnerRecord{failed("h", 0), failed("h", time.Second), failed("h", 2*time.Second)}, 20 * time.Second},
+		{"other handles do not count", []v1alpha1.RunnerRecord{failed("other", 0)}, 0},
+		{"a deleted runner is no failure", []v1alpha1.RunnerRecord{{Handle: "h", Outcome: v1alpha1.OutcomeDeleted, FinishedAt: at(0)}}, 0},
+	}
+	for _, c := range cases {
+		if got := retryDelay(c.history, "h", now); got != c.want {
+			t.Errorf("%s: delay %s, want %s", c.name, got, c.want)
+		}
+	}
+	var many []v1alpha1.RunnerRecord
+	for range 30 {
+		many = append(many, failed("h", 0))
+	}
+	if got := retryDelay(many, "h", now); got != retryCap {
+		t.Errorf("30 failures: delay %s, want the cap %s", got, retryCap)
+	}
+}
+
+func TestJobGone(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	grace := 15 * time.Second
+	runner := func(created time.Duration, phase v1alpha1.RunnerPhase) *v1alpha1.Runner {
+		return &v1alpha1.Runner{
+			ObjectMeta: metav1.ObjectMeta{CreationTimestamp: metav1.NewTime(now.Add(-created))},
+			Spec:       v1alpha1.RunnerSpec{Job: &v1alpha1.JobRef{ID: 1, Handle: "h"}},
+			Status:     v1alpha1.RunnerStatus{Phase: phase},
+		}
+	}
+	listed := jobwatch.Demand{PolledAt: now, Known: map[string]jobwatch.Job{"h": {Handle: "h", Status: "running"}}}
+	goneNow := jobwatch.Demand{PolledAt: now, Gone: map[string]time.Time{"h": now}}
+	goneLongAgo := jobwatch.Demand{PolledAt: now, Gone: map[string]time.Time{"h": now.Add(-time.Minute)}}
+	neverSeen := jobwatch.Demand{PolledAt: now}
+	cases := []struct {
+		name   string
+		runner *v1alpha1.Runner
+		demand jobwatch.Demand
+		want   bool
+	}{
+		{"job still listed", runner(time.Hour, v1alpha1.RunnerIdle), listed, false},
+		{"job just left: give the runner time to exit", runner(time.Hour, v1alpha1.RunnerIdle), goneNow, false},
+		{"job left a while ago", runner(time.Hour, v1alpha1.RunnerIdle), goneLongAgo, true},
+		{"never listed since start, runner old", runner(time.Hour, v1alpha1.RunnerIdle), neverSeen, true},
+		{"never listed, runner brand new", runner(time.Second, v1alpha1.RunnerPending), neverSeen, false},
+		{"already ended", runner(time.Hour, v1alpha1.RunnerFinished), goneLongAgo, false},
+		{"idle runner has no job", &v1alpha1.Runner{}, goneLongAgo, false},
+	}
+	for _, c := range cases {
+		if got := jobGone(c.runner, c.demand, now, grace); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
 	}
 }

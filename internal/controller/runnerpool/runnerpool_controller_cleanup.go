@@ -1,0 +1,192 @@
+package runnerpool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/controller/runner"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejo"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jobwatch"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/runnerpod"
+)
+
+// Defaults of the cleanup steps.
+const (
+	// DefaultJobGoneGrace is how long a runner may outlive its job's leaving the jobs list
+	// before the pool ends it: long enough for a runner that ran the job to exit by itself.
+	DefaultJobGoneGrace = 15 * time.Second
+	// DefaultGCInterval is how often a pool's registrations are compared with its Runners.
+	DefaultGCInterval = 5 * time.Minute
+	// retryBase and retryCap bound the wait before a job whose runner failed gets another.
+	retryBase = 5 * time.Second
+	retryCap  = 5 * time.Minute
+)
+
+// endRunnersWithoutJob ends the runners whose job left the jobs list (cancelled, or taken and
+// finished by another runner) and that did not end by themselves within the grace period: a
+// runner started with --wait would otherwise wait for that job for ever. It returns the runners
+// still alive.
+func (r *Reconciler) endRunnersWithoutJob(ctx context.Context, pool *v1alpha1.RunnerPool, status *v1alpha1.RunnerPoolStatus, live []v1alpha1.Runner, demand jobwatch.Demand) ([]v1alpha1.Runner, error) {
+	if demand.PolledAt.IsZero() || demand.Err != nil {
+		return live, nil //nolint:nilerr // without a good poll, no job can be said to be gone
+	}
+	now := r.Now()
+	var kept, ending []v1alpha1.Runner
+	for _, rn := range live {
+		if jobGone(&rn, demand, now, r.jobGoneGrace()) && !r.podEnded(ctx, &rn) {
+			ending = append(ending, rn)
+		} else {
+			kept = append(kept, rn)
+		}
+	}
+	if len(ending) == 0 {
+		return live, nil
+	}
+	for _, rn := range ending {
+		rec := Record(&rn)
+		rec.Outcome, rec.Reason = v1alpha1.OutcomeDeleted, "JobGone"
+		rec.Message = fmt.Sprintf("job %d left the jobs list before this runner ran it (cancelled, or run by another runner)", rn.Spec.Job.ID)
+		finished := metav1.NewTime(now)
+		rec.FinishedAt = &finished
+		status.RecentRunners = AddRecord(status.RecentRunners, rec, historyLimit(pool))
+	}
+	if err := r.updateStatus(ctx, pool, status); err != nil {
+		return nil, err
+	}
+	for i := range ending {
+		// The Runner's finalizer deletes its registration; its pod and Secret go with it.
+		if err := r.Client.Delete(ctx, &ending[i]); client.IgnoreNotFound(err) != nil {
+			return nil, fmt.Errorf("end runner %s: %w", ending[i].Name, err)
+		}
+		logf.FromContext(ctx).Info("ended runner whose job is gone", "runner", ending[i].Name, "job", ending[i].Spec.Job.ID)
+	}
+	return kept, nil
+}
+
+func jobGone(rn *v1alpha1.Runner, demand jobwatch.Demand, now time.Time, grace time.Duration) bool {
+	if rn.Spec.Job == nil || rn.Status.Phase == v1alpha1.RunnerFinished || rn.Status.Phase == v1alpha1.RunnerFailed {
+		return false
+	}
+	handle := rn.Spec.Job.Handle
+	if _, listed := demand.Known[handle]; listed {
+		return false
+	}
+	if goneAt, ok := demand.Gone[handle]; ok {
+		return now.Sub(goneAt) >= grace
+	}
+	// Never listed since the operator started, though polled well after the runner was made.
+	return demand.PolledAt.Sub(rn.CreationTimestamp.Time) >= grace
+}
+
+func (r *Reconciler) jobGoneGrace() time.Duration {
+	if r.JobGoneGrace > 0 {
+		return r.JobGoneGrace
+	}
+	return DefaultJobGoneGrace
+}
+
+// retryDelay says how long a waiting job must wait for a new runner after earlier runners for
+// it ended without running it: 5 s, doubling with each failure, at most 5 min, counted from the
+// last failure. The history in status is the memory, so the backoff survives a restart.
+func retryDelay(history []v1alpha1.RunnerRecord, handle string, now time.Time) time.Duration {
+	failures := 0
+	var last time.Time
+	for _, rec := range history {
+		if rec.Handle != handle || rec.Outcome == v1alpha1.OutcomeSucceeded || rec.Outcome == v1alpha1.OutcomeDeleted {
+			continue
+		}
+		failures++
+		if rec.FinishedAt != nil && rec.FinishedAt.After(last) {
+			last = rec.FinishedAt.Time
+		}
+	}
+	if failures == 0 {
+		return 0
+	}
+	delay := retryBase << min(failures-1, 10)
+	delay = min(delay, retryCap)
+	return max(0, last.Add(delay).Sub(now))
+}
+
+// orphanCollector deletes registrations that carry a pool's marker but belong to no Runner: the
+// trace of a crash between registering a runner and recording it. A registration must look
+// orphaned in two passes, an interval apart, before it is deleted, so one whose Runner is
+// recording it right now is never taken. Registrations without the pool's marker are never
+// touched.
+type orphanCollector struct {
+	mu       sync.Mutex
+	lastRun  map[types.UID]time.Time
+	suspects map[types.UID][]int64
+}
+
+func (g *orphanCollector) due(pool types.UID, now time.Time, interval time.Duration) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.lastRun == nil {
+		g.lastRun, g.suspects = map[types.UID]time.Time{}, map[types.UID][]int64{}
+	}
+	if last, ok := g.lastRun[pool]; ok && now.Sub(last) < interval {
+		return false
+	}
+	g.lastRun[pool] = now
+	return true
+}
+
+// collect runs one pass for a pool. known are the registration IDs its Runners hold.
+func (g *orphanCollector) collect(ctx context.Context, fj *forgejo.Client, pool *v1alpha1.RunnerPool, known map[int64]bool) error {
+	registrations, err := fj.ListRunners(ctx, forgejo.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("list registrations for garbage collection: %w", err)
+	}
+	marker := "pool-uid=" + string(pool.UID) + ";"
+	g.mu.Lock()
+	previous := g.suspects[pool.UID]
+	g.mu.Unlock()
+	var suspects []int64
+	for _, reg := range registrations {
+		if !strings.HasPrefix(reg.Description, runner.DescriptionPrefix) || !strings.Contains(reg.Description, marker) || known[reg.ID] {
+			continue
+		}
+		if !slices.Contains(previous, reg.ID) {
+			suspects = append(suspects, reg.ID)
+			continue
+		}
+		if err := fj.DeleteRunner(ctx, reg.ID); err != nil && !errors.Is(err, forgejo.ErrNotFound) {
+			return fmt.Errorf("delete orphaned registration %s: %w", reg.UUID, err)
+		}
+		logf.FromContext(ctx).Info("deleted orphaned registration", "uuid", reg.UUID, "name", reg.Name)
+	}
+	g.mu.Lock()
+	g.suspects[pool.UID] = suspects
+	g.mu.Unlock()
+	return nil
+}
+
+func (g *orphanCollector) forget(pool types.UID) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.lastRun, pool)
+	delete(g.suspects, pool)
+}
+
+// podEnded reports whether the runner's pod has ended: then the runner ran (or missed) its job
+// by itself, and the Runner controller records how, which beats guessing here.
+func (r *Reconciler) podEnded(ctx context.Context, rn *v1alpha1.Runner) bool {
+	var pod corev1.Pod
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: rn.Namespace, Name: runnerpod.PodName(rn)}, &pod); err != nil {
+		return false
+	}
+	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+}

@@ -1,0 +1,256 @@
+package e2e
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/controller/runner"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/controller/runnerpool"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejo"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejosim"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/runnerpod"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/eventually"
+)
+
+// unschedulable keeps a pool's runner pods Pending: their runner never runs.
+func unschedulable(p *v1alpha1.RunnerPool) {
+	p.Spec.Runner.NodeSelector = map[string]string{"no-such-node": "true"}
+}
+
+func (w *world) runners(t *testing.T, pool string) []v1alpha1.Runner {
+	t.Helper()
+	var list v1alpha1.RunnerList
+	if err := w.cluster.Client.List(t.Context(), &list, client.InNamespace("default"), client.MatchingLabels{v1alpha1.PoolLabel: pool}); err != nil {
+		t.Fatal(err)
+	}
+	return list.Items
+}
+
+func (w *world) pool(t *testing.T, name string) *v1alpha1.RunnerPool {
+	t.Helper()
+	var pool v1alpha1.RunnerPool
+	if err := w.cluster.Client.Get(t.Context(), client.ObjectKey{Namespace: "default", Name: name}, &pool); err != nil {
+		t.Fatal(err)
+	}
+	return &pool
+}
+
+func (w *world) leftovers(t *testing.T, pool string) (registrations, runners, pods int) {
+	t.Helper()
+	var podList corev1.PodList
+	_ = w.cluster.Client.List(t.Context(), &podList, client.InNamespace("default"), client.MatchingLabels{runnerpod.LabelPool: pool})
+	return len(w.sim.State().Runners), len(w.runners(t, pool)), len(podList.Items)
+}
+
+func TestCancelledJobEndsItsWaitingRunner(t *testing.T) {
+	w := startWorld(t)
+	w.createPool(t, "cancel", unschedulable)
+	jobs, err := w.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, time.Minute, "a registered runner for the job", func() (bool, string) {
+		regs, runners, pods := w.leftovers(t, "cancel")
+		return regs == 1 && runners == 1 && pods == 1, fmt.Sprintf("%d registrations, %d runners, %d pods", regs, runners, pods)
+	})
+	if _, err := w.sim.CancelJob(jobs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, time.Minute, "the runner, its pod and its registration to go", func() (bool, string) {
+		regs, runners, pods := w.leftovers(t, "cancel")
+		return regs == 0 && runners == 0 && pods == 0, fmt.Sprintf("%d registrations, %d runners, %d pods", regs, runners, pods)
+	})
+	history := w.pool(t, "cancel").Status.RecentRunners
+	if len(history) != 1 || history[0].Reason != "JobGone" || history[0].JobID != jobs[0].ID {
+		t.Fatalf("history %+v, want one JobGone record for job %d", history, jobs[0].ID)
+	}
+}
+
+func TestOrphanedRegistrationIsCollectedAndOthersAreNot(t *testing.T) {
+	w := startWorld(t)
+	w.createPool(t, "gc", nil)
+	eventually.True(t, time.Minute, "the pool to be reconciled", func() (bool, string) {
+		p := w.pool(t, "gc")
+		return meta.IsStatusConditionTrue(p.Status.Conditions, runnerpool.ConditionReady), "not ready"
+	})
+	pool := w.pool(t, "gc") // with its UID
+	fj, err := forgejo.New(forgejo.Config{BaseURL: w.url, Token: "admin-token", Scope: forgejo.GlobalScope()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A crash between registering and recording leaves a registration marked as the pool's
+	// but held by no Runner.
+	lost := &v1alpha1.Runner{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "gc-lost"}}
+	orphan, err := fj.RegisterRunner(t.Context(), runner.RegistrationName(lost), runner.Description(pool, lost), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := fj.RegisterRunner(t.Context(), "hand-made", "a runner somebody registered by hand", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, time.Minute, "the orphan to be deleted", func() (bool, string) {
+		_, ok := w.sim.RunnerByUUID(orphan.UUID)
+		return !ok, "orphan still registered"
+	})
+	if _, ok := w.sim.RunnerByUUID(foreign.UUID); !ok {
+		t.Fatal("a registration without the pool's marker was deleted")
+	}
+}
+
+func TestForgejoErrorsShowInConditionsAndThePoolRecovers(t *testing.T) {
+	w := startWorld(t)
+	w.createPool(t, "errs", nil)
+	secret := &corev1.Secret{}
+	if err := w.cluster.Client.Get(t.Context(), client.ObjectKey{Namespace: "default", Name: "errs-token"}, secret); err != nil {
+		t.Fatal(err)
+	}
+	secret.Data = map[string][]byte{"token": []byte("revoked-token")}
+	if err := w.cluster.Client.Update(t.Context(), secret); err != nil {
+		t.Fatal(err)
+	}
+	reachable := func(wantStatus metav1.ConditionStatus, wantReason string) func() (bool, string) {
+		return func() (bool, string) {
+			c := meta.FindStatusCondition(w.pool(t, "errs").Status.Conditions, runnerpool.ConditionForgejoReachable)
+			if c == nil {
+				return false, "no condition"
+			}
+			return c.Status == wantStatus && c.Reason == wantReason, fmt.Sprintf("%s %s: %s", c.Status, c.Reason, c.Message)
+		}
+	}
+	eventually.True(t, time.Minute, "ForgejoReachable=False Unauthorized", reachable(metav1.ConditionFalse, "Unauthorized"))
+	if c := meta.FindStatusCondition(w.pool(t, "errs").Status.Conditions, runnerpool.ConditionReady); c == nil || c.Status != metav1.ConditionFalse {
+		t.Fatalf("Ready is %+v while Forgejo refuses the token", c)
+	}
+	jobs, err := w.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	secret.Data = map[string][]byte{"token": []byte("admin-token")}
+	if err := w.cluster.Client.Update(t.Context(), secret); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, time.Minute, "the job to run once the token is fixed", func() (bool, string) {
+		got, _ := w.sim.Job(jobs[0].ID)
+		return got.Status == forgejosim.JobSuccess, string(got.Status)
+	})
+
+	// Forgejo failing: the condition says so, and the pool's warm runner is not deleted.
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		p := w.pool(t, "errs")
+		p.Spec.Scaling.MinIdle = 1
+		return w.cluster.Client.Update(t.Context(), p)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, time.Minute, "one warm runner and nothing else", func() (bool, string) {
+		rs := w.runners(t, "errs")
+		return len(rs) == 1 && rs[0].Spec.Job == nil && rs[0].Status.Phase == v1alpha1.RunnerIdle, fmt.Sprintf("%d runners", len(rs))
+	})
+	warm := w.runners(t, "errs")[0].Name
+	if err := w.sim.SetFaults(forgejosim.Faults{Endpoints: []forgejosim.Fault{{Endpoint: forgejosim.EndpointListJobs, ErrorRate: 1, StatusCode: 503}}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, time.Minute, "ForgejoReachable=False Unreachable", reachable(metav1.ConditionFalse, "Unreachable"))
+	if rs := w.runners(t, "errs"); len(rs) != 1 || rs[0].Name != warm {
+		t.Fatalf("runners changed while Forgejo failed: %v", rs)
+	}
+	w.sim.ClearFaults()
+	eventually.True(t, time.Minute, "ForgejoReachable=True again", reachable(metav1.ConditionTrue, "JobsListed"))
+}
+
+func TestMaxRunnersHoldsUnderABurst(t *testing.T) {
+	w := startWorld(t)
+	w.createPool(t, "capped", func(p *v1alpha1.RunnerPool) {
+		unschedulable(p)
+		p.Spec.Scaling.MaxRunners = 3
+	})
+	if _, err := w.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}, Count: 10}); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, time.Minute, "three runners", func() (bool, string) {
+		n := len(w.runners(t, "capped"))
+		return n == 3, fmt.Sprintf("%d runners", n)
+	})
+	// Several reconciles later (resync 2 s, polls every 200 ms) there are still three.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if n := len(w.runners(t, "capped")); n > 3 {
+			t.Fatalf("%d runners, past maxRunners 3", n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if p := w.pool(t, "capped"); p.Status.PendingJobs != 10 || p.Status.Current != 3 || p.Status.Desired != 3 {
+		t.Fatalf("status pending=%d current=%d desired=%d, want 10, 3, 3", p.Status.PendingJobs, p.Status.Current, p.Status.Desired)
+	}
+}
+
+func TestWarmRunnersAndPoolDeletionLeaveNothing(t *testing.T) {
+	w := startWorld(t)
+	pool := w.createPool(t, "warm", func(p *v1alpha1.RunnerPool) {
+		p.Spec.Scaling.MinIdle = 2
+		p.Spec.History.Limit = ptr.To[int32](5)
+	})
+	eventually.True(t, time.Minute, "two warm registered runners", func() (bool, string) {
+		regs, runners, pods := w.leftovers(t, "warm")
+		return regs == 2 && runners == 2 && pods == 2, fmt.Sprintf("%d registrations, %d runners, %d pods", regs, runners, pods)
+	})
+	if err := w.cluster.Client.Delete(t.Context(), pool); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, time.Minute, "pool, runners, pods and registrations gone", func() (bool, string) {
+		regs, runners, pods := w.leftovers(t, "warm")
+		err := w.cluster.Client.Get(t.Context(), client.ObjectKeyFromObject(pool), &v1alpha1.RunnerPool{})
+		return regs == 0 && runners == 0 && pods == 0 && client.IgnoreNotFound(err) == nil && err != nil,
+			fmt.Sprintf("%d registrations, %d runners, %d pods, pool: %v", regs, runners, pods, err)
+	})
+}
+
+func TestOperatorRestartMidBurstDuplicatesAndLeaksNothing(t *testing.T) {
+	w := startWorld(t)
+	w.createPool(t, "restart", func(p *v1alpha1.RunnerPool) { p.Spec.Scaling.MaxRunners = 30 })
+	const n = 20
+	queued, err := w.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}, Count: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, time.Minute, "the burst under way", func() (bool, string) {
+		k := len(w.runners(t, "restart"))
+		return k >= 5, fmt.Sprintf("%d runners", k)
+	})
+	w.stopOperator()
+	w.startOperator(t)
+
+	eventually.True(t, 3*time.Minute, "every job to succeed", func() (bool, string) {
+		done := 0
+		for _, j := range queued {
+			if got, _ := w.sim.Job(j.ID); got.Status == forgejosim.JobSuccess {
+				done++
+			}
+		}
+		return done == n, fmt.Sprintf("%d of %d", done, n)
+	})
+	eventually.True(t, time.Minute, "nothing left", func() (bool, string) {
+		regs, runners, pods := w.leftovers(t, "restart")
+		return regs == 0 && runners == 0 && pods == 0, fmt.Sprintf("%d registrations, %d runners, %d pods", regs, runners, pods)
+	})
+	perJob := map[int64]int{}
+	for _, task := range w.sim.State().Tasks {
+		perJob[task.JobID]++
+	}
+	for _, j := range queued {
+		if perJob[j.ID] != 1 {
+			t.Errorf("job %d ran %d times", j.ID, perJob[j.ID])
+		}
+	}
+}
