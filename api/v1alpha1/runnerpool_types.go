@@ -4,6 +4,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // DefaultRunnerImage is the forgejo-runner release runner pods use unless a pool names another.
@@ -404,6 +405,9 @@ const (
 type RunnerRecord struct {
 	// name of the Runner object.
 	Name string `json:"name"`
+	// uid of the Runner object: a job's retries reuse the name, never the uid.
+	// +optional
+	UID types.UID `json:"uid,omitempty"`
 	// uuid of the Forgejo registration.
 	// +optional
 	UUID string `json:"uuid,omitempty"`

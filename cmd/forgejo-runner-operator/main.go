@@ -158,6 +158,7 @@ func start(opts options) error {
 	}
 	mgrOpts := ctrl.Options{
 		Scheme:                  scheme,
+		Cache:                   operator.CacheOptions(),
 		Metrics:                 metricsOpts,
 		HealthProbeBindAddress:  opts.probeAddr,
 		LeaderElection:          opts.leaderElect,

@@ -3,10 +3,13 @@ package main
 // What the operator may do in the cluster; `make generate` turns these markers into
 // config/rbac/role.yaml.
 //
-// +kubebuilder:rbac:groups=forgejo.brooktrails.org,resources=runnerpools;runners,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=forgejo.brooktrails.org,resources=runnerpools,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=forgejo.brooktrails.org,resources=runners,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=forgejo.brooktrails.org,resources=runnerpools/status;runners/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=forgejo.brooktrails.org,resources=runnerpools/finalizers;runners/finalizers,verbs=update
-// +kubebuilder:rbac:groups="",resources=pods;secrets,verbs=get;list;watch;create;update;patch;delete
+// Pods and Secrets: only the runners' own are cached (a label-filtered watch), created and
+// deleted; pools' token Secrets are only read.
+// +kubebuilder:rbac:groups="",resources=pods;secrets,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete

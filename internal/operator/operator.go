@@ -8,7 +8,11 @@ import (
 	"net/http"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -18,6 +22,7 @@ import (
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejo"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jobwatch"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/poolconn"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/runnerpod"
 )
 
 // Options tune the operator.
@@ -30,6 +35,17 @@ type Options struct {
 	JobGoneGrace time.Duration
 	// GCInterval is how often registrations are checked for orphans.
 	GCInterval time.Duration
+}
+
+// CacheOptions limit the manager's cache of pods and Secrets to the operator's own: without
+// them, reading one runner Secret through the cache would cache every Secret of the cluster in
+// the operator's memory. Pools' API tokens are read uncached (see poolconn.Factory).
+func CacheOptions() cache.Options {
+	own := labels.SelectorFromSet(labels.Set{runnerpod.LabelManagedBy: runnerpod.ManagedBy})
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&corev1.Pod{}:    {Label: own},
+		&corev1.Secret{}: {Label: own},
+	}}
 }
 
 // Setup adds the operator's controllers and runnables to mgr.

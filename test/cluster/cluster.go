@@ -545,3 +545,13 @@ func (p *process) stop(grace time.Duration) error {
 		return fmt.Errorf("stop %s: still running after SIGKILL", p.name)
 	}
 }
+
+// UserConfig returns a client configuration for a new user with these groups and no other
+// rights than RBAC grants them: tests use it to run the operator with only its own role.
+func (c *Cluster) UserConfig(name string, groups ...string) (*rest.Config, error) {
+	user, err := c.env.AddUser(envtest.User{Name: name, Groups: groups}, c.Config)
+	if err != nil {
+		return nil, fmt.Errorf("add user %s: %w", name, err)
+	}
+	return user.Config(), nil
+}

@@ -5,17 +5,23 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
 
 	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejosim"
@@ -30,8 +36,53 @@ type world struct {
 	cluster *cluster.Cluster
 	sim     *forgejosim.Server
 	url     string
+	// operatorConfig reaches the API server as a user with only the operator's ClusterRole.
+	operatorConfig *rest.Config
 	// stopOperator stops the running operator and waits until it has stopped.
 	stopOperator func()
+}
+
+// operatorIdentity makes a user bound to nothing but config/rbac/role.yaml, so the tests prove
+// that the role the operator ships with is enough.
+func operatorIdentity(t *testing.T, c *cluster.Cluster) *rest.Config {
+	t.Helper()
+	root, err := cluster.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(root, "config", "rbac", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var role rbacv1.ClusterRole
+	if err := yaml.Unmarshal(data, &role); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Client.Create(t.Context(), &role); client.IgnoreAlreadyExists(err) != nil {
+		t.Fatal(err)
+	}
+	const user = "forgejo-runner-operator"
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "forgejo-runner-operator-test"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+	}
+	if err := c.Client.Create(t.Context(), binding); client.IgnoreAlreadyExists(err) != nil {
+		t.Fatal(err)
+	}
+	cfg, err := c.UserConfig(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The identity really is restricted: what the role does not grant is refused.
+	restricted, err := client.New(cfg, client.Options{Scheme: c.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := restricted.List(t.Context(), &corev1.NamespaceList{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("the operator's identity may list namespaces (%v): it is not restricted to its role", err)
+	}
+	return cfg
 }
 
 // Options of the operator under test: fast enough that a test takes seconds.
@@ -55,6 +106,7 @@ func startWorld(t *testing.T) *world {
 		defer close(playerDone)
 		player.Run(ctx)
 	}()
+	w.operatorConfig = operatorIdentity(t, w.cluster)
 	w.startOperator(t)
 	t.Cleanup(func() {
 		w.stopOperator()
@@ -67,8 +119,9 @@ func startWorld(t *testing.T) *world {
 // startOperator runs the operator in-process, wired as the binary wires it.
 func (w *world) startOperator(t *testing.T) {
 	t.Helper()
-	mgr, err := ctrl.NewManager(w.cluster.Config, ctrl.Options{
+	mgr, err := ctrl.NewManager(w.operatorConfig, ctrl.Options{
 		Scheme:                 w.cluster.Scheme,
+		Cache:                  operator.CacheOptions(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		// A restarted operator registers its controllers again in the same process.

@@ -254,3 +254,89 @@ func TestOperatorRestartMidBurstDuplicatesAndLeaksNothing(t *testing.T) {
 		}
 	}
 }
+
+func TestFailedRunnerIsReplacedWithBackoff(t *testing.T) {
+	w := startWorld(t)
+	w.createPool(t, "retry", nil)
+	// Forgejo refuses the bound fetch: every runner for the job fails (exit 1).
+	if err := w.sim.SetFaults(forgejosim.Faults{Endpoints: []forgejosim.Fault{{Endpoint: forgejosim.EndpointFetchSingleTask, ErrorRate: 1, StatusCode: 401}}}); err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := w.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failures := func() []v1alpha1.RunnerRecord {
+		var out []v1alpha1.RunnerRecord
+		for _, rec := range w.pool(t, "retry").Status.RecentRunners {
+			if rec.Handle == jobs[0].Handle && rec.Outcome == v1alpha1.OutcomeFailed {
+				out = append(out, rec)
+			}
+		}
+		return out
+	}
+	eventually.True(t, time.Minute, "two failed runners for the job", func() (bool, string) {
+		n := len(failures())
+		return n >= 2, fmt.Sprintf("%d failures", n)
+	})
+	// Newest first: the second runner was created no sooner than the backoff after the first
+	// failure ended.
+	f := failures()
+	second, first := f[len(f)-2], f[len(f)-1]
+	if gap := second.CreatedAt.Sub(first.FinishedAt.Time); gap < 4*time.Second {
+		t.Errorf("the retry came %s after the failure, want the 5 s backoff (to the second)", gap)
+	}
+	w.sim.ClearFaults()
+	eventually.True(t, 2*time.Minute, "the job to run once Forgejo serves it", func() (bool, string) {
+		got, _ := w.sim.Job(jobs[0].ID)
+		return got.Status == forgejosim.JobSuccess, string(got.Status)
+	})
+}
+
+func TestSpecChangesApplyToNewRunnersOnly(t *testing.T) {
+	w := startWorld(t)
+	w.createPool(t, "image", unschedulable)
+	if _, err := w.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}}); err != nil {
+		t.Fatal(err)
+	}
+	podImages := func() map[string]string {
+		var pods corev1.PodList
+		_ = w.cluster.Client.List(t.Context(), &pods, client.InNamespace("default"), client.MatchingLabels{runnerpod.LabelPool: "image"})
+		images := map[string]string{}
+		for _, p := range pods.Items {
+			for _, c := range p.Spec.Containers {
+				if c.Name == runnerpod.RunnerContainerName {
+					images[p.Name] = c.Image
+				}
+			}
+		}
+		return images
+	}
+	eventually.True(t, time.Minute, "the first runner pod", func() (bool, string) {
+		return len(podImages()) == 1, fmt.Sprintf("%v", podImages())
+	})
+	const newImage = "data.forgejo.org/forgejo/runner:12.13.0"
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		p := w.pool(t, "image")
+		p.Spec.Runner.Image = newImage
+		return w.cluster.Client.Update(t.Context(), p)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, time.Minute, "a second runner pod with the new image beside the old one", func() (bool, string) {
+		images := podImages()
+		old, updated := 0, 0
+		for _, img := range images {
+			switch img {
+			case v1alpha1.DefaultRunnerImage:
+				old++
+			case newImage:
+				updated++
+			}
+		}
+		return old == 1 && updated == 1, fmt.Sprintf("%v", images)
+	})
+}

@@ -104,6 +104,7 @@ func historyLimit(pool *v1alpha1.RunnerPool) int {
 func Record(rn *v1alpha1.Runner) v1alpha1.RunnerRecord {
 	rec := v1alpha1.RunnerRecord{
 		Name:       rn.Name,
+		UID:        rn.UID,
 		CreatedAt:  &rn.CreationTimestamp,
 		StartedAt:  rn.Status.StartedAt,
 		FinishedAt: rn.Status.FinishedAt,
@@ -126,9 +127,10 @@ func Record(rn *v1alpha1.Runner) v1alpha1.RunnerRecord {
 }
 
 // AddRecord puts rec first in history (newest first), unless a record of the same runner is
-// already there, and keeps at most limit records.
+// already there, and keeps at most limit records. "The same runner" is the same object (uid):
+// a job's successive runners share a name.
 func AddRecord(history []v1alpha1.RunnerRecord, rec v1alpha1.RunnerRecord, limit int) []v1alpha1.RunnerRecord {
-	if slices.ContainsFunc(history, func(h v1alpha1.RunnerRecord) bool { return h.Name == rec.Name }) {
+	if slices.ContainsFunc(history, func(h v1alpha1.RunnerRecord) bool { return h.Name == rec.Name && h.UID == rec.UID }) {
 		return history
 	}
 	history = append([]v1alpha1.RunnerRecord{rec}, history...)

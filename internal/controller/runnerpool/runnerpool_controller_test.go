@@ -40,6 +40,11 @@ func TestAddRecordKeepsNewestFirstWithinTheLimit(t *testing.T) {
 	if again := AddRecord(history, v1alpha1.RunnerRecord{Name: "r3"}, 3); len(again) != 3 || again[0].Name != "r4" {
 		t.Fatalf("duplicate record changed history: %v", again)
 	}
+	// A job's next runner reuses the name; as another object it gets its own record.
+	retried := AddRecord(history, v1alpha1.RunnerRecord{Name: "r3", UID: "second-r3"}, 3)
+	if len(retried) != 3 || retried[0].UID != "second-r3" {
+		t.Fatalf("retry of r3 not recorded: %v", retried)
+	}
 	if none := AddRecord(nil, v1alpha1.RunnerRecord{Name: "x"}, 0); len(none) != 0 {
 		t.Fatalf("limit 0 kept %v", none)
 	}
