@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -339,4 +340,46 @@ func TestSpecChangesApplyToNewRunnersOnly(t *testing.T) {
 		}
 		return old == 1 && updated == 1, fmt.Sprintf("%v", images)
 	})
+}
+
+func TestScopeAndVersionProblemsSayWhatToFix(t *testing.T) {
+	w := startWorld(t)
+	if err := w.sim.EnsureRepository("acme/app"); err != nil {
+		t.Fatal(err)
+	}
+	otherRepoToken, err := w.sim.CreateToken(forgejosim.RepositoryScope("acme/other"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.createPool(t, "scoped", func(p *v1alpha1.RunnerPool) {
+		p.Spec.Forgejo.Scope = v1alpha1.ScopeRepository
+		p.Spec.Forgejo.Repository = "acme/app"
+	})
+	secret := &corev1.Secret{}
+	if err := w.cluster.Client.Get(t.Context(), client.ObjectKey{Namespace: "default", Name: "scoped-token"}, secret); err != nil {
+		t.Fatal(err)
+	}
+	secret.Data = map[string][]byte{"token": []byte(otherRepoToken)}
+	if err := w.cluster.Client.Update(t.Context(), secret); err != nil {
+		t.Fatal(err)
+	}
+	reason := func(want string) func() (bool, string) {
+		return func() (bool, string) {
+			c := meta.FindStatusCondition(w.pool(t, "scoped").Status.Conditions, runnerpool.ConditionForgejoReachable)
+			if c == nil {
+				return false, "no condition"
+			}
+			return c.Status == metav1.ConditionFalse && c.Reason == want, fmt.Sprintf("%s %s: %s", c.Status, c.Reason, c.Message)
+		}
+	}
+	// A token for another repository sees nothing of acme/app: Forgejo 15 answers 404.
+	eventually.True(t, time.Minute, "ScopeNotVisible", reason("ScopeNotVisible"))
+	c := meta.FindStatusCondition(w.pool(t, "scoped").Status.Conditions, runnerpool.ConditionForgejoReachable)
+	if !strings.Contains(c.Message, "scoped-token") || !strings.Contains(c.Message, "repository") || strings.Contains(c.Message, otherRepoToken) {
+		t.Fatalf("message %q should name the Secret and the scope, and never the token", c.Message)
+	}
+
+	// An older Forgejo has no runner API at all: the message says to upgrade.
+	w.sim.SetVersion("11.0.0")
+	eventually.True(t, time.Minute, "ForgejoTooOld", reason("ForgejoTooOld"))
 }

@@ -125,7 +125,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	}
 	r.Watcher.Register(matching.PoolOf(&pool), conn, fj)
 	demand := r.Watcher.Demand(req.NamespacedName)
-	r.setReachable(status, &pool, demand.Err)
+	r.setReachable(status, &pool, r.explainPollError(ctx, fj, demand.Err))
 
 	if live, err = r.endRunnersWithoutJob(ctx, &pool, status, live, demand); err != nil {
 		return reconcile.Result{}, err
@@ -254,4 +254,17 @@ func unsupported(pool *v1alpha1.RunnerPool) (reason, message string) {
 		return "ModeNotSupported", "mode: persistent is not implemented in this version of the operator"
 	}
 	return "", ""
+}
+
+// explainPollError tells a Forgejo older than 15 (which has no runner API, so answers 404)
+// from a scope the token may not see: the fixes differ. It asks Forgejo's version only when a
+// poll failed with 404.
+func (r *Reconciler) explainPollError(ctx context.Context, fj *forgejo.Client, err error) error {
+	if !errors.Is(err, forgejo.ErrNotFound) {
+		return err
+	}
+	if _, verr := fj.CheckVersion(ctx); errors.Is(verr, forgejo.ErrForgejoTooOld) {
+		return verr
+	}
+	return err
 }
