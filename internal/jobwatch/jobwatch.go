@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -264,6 +265,7 @@ func (w *Watcher) run(ctx context.Context, conn Connection, p *poller) {
 }
 
 func (w *Watcher) pollOnce(ctx context.Context, conn Connection, p *poller, log logr.Logger) {
+	started := w.now()
 	jobs, err := p.lister.ListJobs(ctx)
 	if ctx.Err() != nil {
 		return
@@ -292,6 +294,12 @@ func (w *Watcher) pollOnce(ctx context.Context, conn Connection, p *poller, log 
 			job.SeenAt = prev.SeenAt
 		}
 		next[j.Handle] = job
+	}
+	// A job a webhook reported while this list was on its way is newer than the list.
+	for handle, job := range p.jobs {
+		if _, listed := next[handle]; !listed && job.SeenAt.After(started) {
+			next[handle] = job
+		}
 	}
 	changed := p.err != nil || p.polledAt.IsZero() || !sameJobs(p.jobs, next)
 	if p.gone == nil {
@@ -341,4 +349,89 @@ func sameJobs(a, b map[string]Job) bool {
 		}
 	}
 	return true
+}
+
+// Covers reports whether the connection's scope sees jobs of the repository ("owner/name").
+// A user scope's owner is the token's user, which the connection does not know: it covers
+// nothing here, and its pools learn of jobs by polling.
+func (c Connection) Covers(repository string) bool {
+	kind, name, _ := strings.Cut(c.Scope, " ")
+	owner, _, _ := strings.Cut(repository, "/")
+	switch kind {
+	case "global":
+		return true
+	case "organization":
+		return strings.EqualFold(name, owner)
+	case "repository":
+		return strings.EqualFold(name, repository)
+	}
+	return false
+}
+
+// Offer records what a webhook said about a job in every connection on that Forgejo instance
+// whose scope covers the repository, as a poll would have seen it, and tells the pools there
+// when that changed anything. It returns whether it did. Events may come late, twice or out
+// of order: a waiting event for a job already known or already gone changes nothing, and the
+// next poll corrects whatever a webhook got wrong.
+func (w *Watcher) Offer(url, repository string, job Job) bool {
+	if job.Handle == "" {
+		return false
+	}
+	url = strings.TrimSuffix(url, "/")
+	now := w.now()
+	changed := map[Connection]bool{}
+	w.mu.Lock()
+	for conn, p := range w.pollers {
+		if conn.URL != url || !conn.Covers(repository) {
+			continue
+		}
+		if p.jobs == nil {
+			p.jobs = map[string]Job{}
+		}
+		if p.gone == nil {
+			p.gone = map[string]time.Time{}
+		}
+		if offer(p, job, now) {
+			changed[conn] = true
+		}
+	}
+	w.mu.Unlock()
+	for conn := range changed {
+		w.notifyUsers(conn)
+		break // notifyUsers tells every pool on the instance
+	}
+	return len(changed) > 0
+}
+
+func offer(p *poller, job Job, now time.Time) bool {
+	handle := job.Handle
+	known, isKnown := p.jobs[handle]
+	_, isGone := p.gone[handle]
+	switch job.Status {
+	case "waiting":
+		if isKnown || isGone {
+			return false
+		}
+		job.SeenAt = now
+		p.jobs[handle] = job
+		return true
+	case "running":
+		if isGone || (isKnown && known.Status == "running") {
+			return false
+		}
+		job.SeenAt = now
+		if isKnown {
+			job.SeenAt = known.SeenAt
+		}
+		p.jobs[handle] = job
+		return true
+	case "success", "failure", "cancelled", "skipped":
+		if isGone {
+			return false
+		}
+		delete(p.jobs, handle)
+		p.gone[handle] = now
+		return true
+	}
+	return false
 }

@@ -190,3 +190,60 @@ func TestPollErrorsAreReported(t *testing.T) {
 		t.Fatalf("error %v, want unauthorized", err)
 	}
 }
+
+func TestWebhookOffersAreIdempotentAndToleratePoorOrder(t *testing.T) {
+	f := newFixture(t)
+	p := pool("p", v1alpha1.ScopeGlobal, "docker")
+	f.watcher.Register(p, jobwatch.NewConnection(f.url, "global", "admin"), f.client(t, "admin", forgejo.GlobalScope()))
+	waitFor(t, "the first poll", func() bool { return !f.watcher.Demand(p.Key).PolledAt.IsZero() })
+
+	waiting := jobwatch.Job{ID: 1, Handle: "h1", RunsOn: []string{"docker"}, Status: "waiting"}
+	if !f.watcher.Offer(f.url, "acme/app", waiting) {
+		t.Fatal("a new waiting job changed nothing")
+	}
+	if f.watcher.Offer(f.url+"/", "acme/app", waiting) {
+		t.Fatal("the same waiting job offered twice changed something")
+	}
+	if d := f.watcher.Demand(p.Key); len(d.Assigned) != 1 || d.Assigned[0].Handle != "h1" {
+		t.Fatalf("assigned %v, want h1", d.Assigned)
+	}
+
+	// Running before waiting: the late waiting event must not make the job demand again.
+	f.watcher.Offer(f.url, "acme/app", jobwatch.Job{ID: 2, Handle: "h2", RunsOn: []string{"docker"}, Status: "running"})
+	f.watcher.Offer(f.url, "acme/app", jobwatch.Job{ID: 2, Handle: "h2", RunsOn: []string{"docker"}, Status: "waiting"})
+	// Completed before waiting: likewise.
+	f.watcher.Offer(f.url, "acme/app", jobwatch.Job{ID: 3, Handle: "h3", RunsOn: []string{"docker"}, Status: "success"})
+	f.watcher.Offer(f.url, "acme/app", jobwatch.Job{ID: 3, Handle: "h3", RunsOn: []string{"docker"}, Status: "waiting"})
+	d := f.watcher.Demand(p.Key)
+	if len(d.Assigned) != 1 {
+		t.Fatalf("assigned %v, want only h1", d.Assigned)
+	}
+	if _, gone := d.Gone["h3"]; !gone {
+		t.Fatal("a completed job is not gone")
+	}
+
+	// Another instance's events do not touch this one.
+	if f.watcher.Offer("http://elsewhere.example", "acme/app", jobwatch.Job{ID: 4, Handle: "h4", RunsOn: []string{"docker"}, Status: "waiting"}) {
+		t.Fatal("an event of another instance was taken")
+	}
+}
+
+func TestConnectionCovers(t *testing.T) {
+	cases := []struct {
+		scope, repo string
+		want        bool
+	}{
+		{"global", "acme/app", true},
+		{"organization acme", "acme/app", true},
+		{"organization acme", "ACME/app", true},
+		{"organization other", "acme/app", false},
+		{"repository acme/app", "acme/app", true},
+		{"repository acme/app", "acme/other", false},
+		{"user", "acme/app", false},
+	}
+	for _, c := range cases {
+		if got := (jobwatch.Connection{Scope: c.scope}).Covers(c.repo); got != c.want {
+			t.Errorf("%q covers %q = %v, want %v", c.scope, c.repo, got, c.want)
+		}
+	}
+}
