@@ -1,0 +1,79 @@
+package webhook_test
+
+import (
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejosim"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/webhook"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/eventually"
+)
+
+// simEnv wires a Handler behind a real HTTP server and the simulator's webhook delivery to it.
+func simEnv(t *testing.T, faults forgejosim.WebhookFaults) (*env, *forgejosim.Server) {
+	t.Helper()
+	e := newEnv(t, func(o *webhook.Options) { o.Now = nil })
+	receiver := httptest.NewServer(e.h)
+	// Registered before the simulator's cleanup, so it runs after it: the simulator stops
+	// delivering before the receiver goes away.
+	t.Cleanup(receiver.Close)
+	sim, _ := forgejosim.NewTestServer(t, forgejosim.Options{AdminToken: "admin", Seed: 1, WebhookMaxAttempts: 1})
+	if err := sim.SetFaults(forgejosim.Faults{Webhooks: faults}); err != nil {
+		t.Fatalf("set faults: %v", err)
+	}
+	if _, err := sim.AddHook(forgejosim.HookConfig{
+		URL: receiver.URL + "/webhook", Secret: secret, Scope: forgejosim.OrganizationScope("acme"),
+	}); err != nil {
+		t.Fatalf("add hook: %v", err)
+	}
+	return e, sim
+}
+
+func TestSimulatorPayload(t *testing.T) {
+	e, sim := simEnv(t, forgejosim.WebhookFaults{})
+	jobs, err := sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker", "arm64"}})
+	if err != nil {
+		t.Fatalf("queue jobs: %v", err)
+	}
+	job := jobs[0]
+	eventually.True(t, 10*time.Second, "the waiting event", func() (bool, string) {
+		return len(e.snk.got()) == 1, "no event yet"
+	})
+	ev := e.snk.got()[0]
+	if ev.Event != webhook.EventWorkflowJobWaiting || ev.Action != webhook.ActionNewJobAttempt {
+		t.Errorf("event %s action %s, want workflow_job_waiting new_job_attempt", ev.Event, ev.Action)
+	}
+	if ev.Job.ID != job.ID || ev.Job.RunID != job.RunID || ev.Job.Attempt != job.Attempt || ev.Job.Handle != job.Handle ||
+		ev.Job.Handle == "" || ev.Job.Status != "waiting" || ev.Job.RepoID != job.RepoID || ev.Job.OwnerID != job.OwnerID ||
+		ev.Job.Name != job.Name {
+		t.Errorf("job %+v, simulator has %+v", ev.Job, job)
+	}
+	if len(ev.Job.RunsOn) != 2 || ev.Job.RunsOn[0] != "docker" || ev.Job.RunsOn[1] != "arm64" {
+		t.Errorf("runs_on %q, want [docker arm64]", ev.Job.RunsOn)
+	}
+	if ev.Repository != "acme/app" || ev.Owner != "acme" {
+		t.Errorf("repository %q owner %q, want acme/app and acme", ev.Repository, ev.Owner)
+	}
+	ds := sim.Deliveries()
+	if len(ds) != 1 || ev.DeliveryID != ds[0].ID || ds[0].Status != forgejosim.DeliveryDelivered || ds[0].LastStatusCode != 202 {
+		t.Errorf("deliveries %+v, want one delivered with id %s and answer 202", ds, ev.DeliveryID)
+	}
+}
+
+func TestSimulatorDuplicateDelivery(t *testing.T) {
+	e, sim := simEnv(t, forgejosim.WebhookFaults{DuplicateRate: 1})
+	if _, err := sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}}); err != nil {
+		t.Fatalf("queue jobs: %v", err)
+	}
+	eventually.True(t, 10*time.Second, "the duplicate delivery", func() (bool, string) {
+		ds := sim.Deliveries()
+		return len(ds) == 1 && ds[0].Duplicates == 1, "not yet"
+	})
+	if n := len(e.snk.got()); n != 1 {
+		t.Errorf("sink got %d events, want 1", n)
+	}
+	if e.obs.count(webhook.ResultDuplicate) != 1 {
+		t.Errorf("duplicates counted %d, want 1", e.obs.count(webhook.ResultDuplicate))
+	}
+}

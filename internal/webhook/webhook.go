@@ -1,0 +1,531 @@
+// Package webhook receives Forgejo Actions job webhooks (workflow_job_waiting, …_running, …) and
+// hands verified job events to a sink. It does HTTP and nothing else: which pools an event
+// concerns, and what to do about it, is the caller's business.
+//
+// A delivery passes these checks in order, and the first that fails decides the answer:
+// method (405), body size (413), presence of a signature (401), the signature against each
+// candidate secret (401), JSON syntax (400), event type (an event that is not a job event is
+// acknowledged and ignored), payload shape (400), delivery id already seen (200, ignored).
+// Only then is the sink called, and the answer is 202.
+package webhook
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/go-logr/logr"
+)
+
+// DefaultMaxBodyBytes bounds a delivery's body. Forgejo's job payloads are a few KiB.
+const DefaultMaxBodyBytes = 1 << 20
+
+// DefaultDedupeSize is how many delivery ids are remembered to drop replays.
+const DefaultDedupeSize = 10000
+
+// maxDeliveryIDLogLen bounds the delivery id as it appears in logs; Forgejo's are UUIDs (36).
+const maxDeliveryIDLogLen = 64
+
+// maxRepoHintLen bounds the unverified repository name passed to SecretSource. Forgejo caps
+// owner and repository names at 40 and 100 characters.
+const maxRepoHintLen = 256
+
+// Job event names (Forgejo's modules/webhook/type.go); X-Forgejo-Event and X-Forgejo-Event-Type
+// carry them in full.
+const (
+	EventWorkflowJobWaiting   = "workflow_job_waiting"
+	EventWorkflowJobRunning   = "workflow_job_running"
+	EventWorkflowJobSuccess   = "workflow_job_success"
+	EventWorkflowJobFailure   = "workflow_job_failure"
+	EventWorkflowJobCancelled = "workflow_job_cancelled"
+	EventWorkflowJobSkipped   = "workflow_job_skipped"
+	EventWorkflowJobBlocked   = "workflow_job_blocked"
+)
+
+// Payload actions (Forgejo's HookWorkflowJobAction).
+const (
+	ActionNewJobAttempt    = "new_job_attempt"
+	ActionJobStatusChanged = "job_status_changed"
+	ActionJobCompleted     = "job_completed"
+)
+
+// eventPrefix is shared by every job event; bareJobEvent is GitHub's and some proxies' form,
+// where the status must be read from the payload.
+const (
+	bareJobEvent = "workflow_job"
+	eventPrefix  = bareJobEvent + "_"
+)
+
+var jobStatuses = map[string]bool{
+	"waiting": true, "running": true, "success": true, "failure": true,
+	"cancelled": true, "skipped": true, "blocked": true,
+}
+
+// JobEvent is a verified job webhook delivery.
+type JobEvent struct {
+	// DeliveryID is X-Forgejo-Delivery (or X-Gitea-Delivery); it may be empty if the sender
+	// sent none, in which case the delivery was not deduplicated.
+	DeliveryID string
+	// Event is the full event name, e.g. workflow_job_waiting, also when the header carried the
+	// bare workflow_job form.
+	Event string
+	// Action is the payload's action: new_job_attempt, job_status_changed or job_completed.
+	Action string
+	Job    Job
+	// Repository is the repository's "owner/name", "" when the payload has none (older Forgejo
+	// releases); Job.RepoID identifies it then.
+	Repository string
+	// Owner is the repository owner's login, "" when unknown.
+	Owner string
+	// Received is when the handler accepted the delivery (Options.Now).
+	Received time.Time
+}
+
+// Job is the payload's job (Forgejo's ActionRunJob), reduced to what the operator uses.
+type Job struct {
+	ID      int64
+	RunID   int64
+	Attempt int64
+	// Handle is empty for jobs created before Forgejo 15.
+	Handle  string
+	RunsOn  []string
+	Status  string
+	RepoID  int64
+	OwnerID int64
+	Name    string
+	TaskID  int64
+}
+
+// SecretSource gives the secrets a delivery may be signed with.
+type SecretSource interface {
+	// Candidates returns the secrets to try. repoFullName is the "owner/name" the body claims,
+	// or "" when the body names none or names it oddly; it is NOT verified (the secret to verify
+	// it with is what is being looked up), so it may only narrow the lookup, never grant
+	// anything by itself. With "" the source should return every secret it knows. Empty secrets
+	// are skipped: an HMAC keyed with nothing authenticates nobody. An error answers 503 and is
+	// logged, so it should not quote repoFullName: the log holds nothing unverified but the
+	// delivery id.
+	Candidates(ctx context.Context, repoFullName string) ([][]byte, error)
+}
+
+// SecretSourceFunc adapts a function to SecretSource.
+type SecretSourceFunc func(ctx context.Context, repoFullName string) ([][]byte, error)
+
+// Candidates calls f.
+func (f SecretSourceFunc) Candidates(ctx context.Context, repoFullName string) ([][]byte, error) {
+	return f(ctx, repoFullName)
+}
+
+// StaticSecrets is a fixed list of secrets, whatever the repository.
+type StaticSecrets [][]byte
+
+// Candidates returns s.
+func (s StaticSecrets) Candidates(context.Context, string) ([][]byte, error) { return s, nil }
+
+// EventSink receives verified job events. It is called synchronously from the HTTP handler, so it
+// should only record or enqueue: Forgejo waits for the answer and does not retry a failed
+// delivery, and the operator's job poller remains the source of truth either way. Events arrive
+// in the order they were received, which need not be the order Forgejo produced them.
+type EventSink interface {
+	HandleJobEvent(ctx context.Context, ev JobEvent)
+}
+
+// EventSinkFunc adapts a function to EventSink.
+type EventSinkFunc func(ctx context.Context, ev JobEvent)
+
+// HandleJobEvent calls f.
+func (f EventSinkFunc) HandleJobEvent(ctx context.Context, ev JobEvent) { f(ctx, ev) }
+
+// Result is the outcome of one delivery, the label of the deliveries metric.
+type Result string
+
+// Results.
+const (
+	ResultAccepted         Result = "accepted"           // 202, given to the sink
+	ResultDuplicate        Result = "duplicate"          // 200, delivery id seen before
+	ResultIgnoredEvent     Result = "ignored_event"      // 200, not a job event
+	ResultMethodNotAllowed Result = "method_not_allowed" // 405
+	ResultTooLarge         Result = "too_large"          // 413
+	ResultReadError        Result = "read_error"         // 400, the body could not be read
+	ResultMissingSignature Result = "missing_signature"  // 401
+	ResultNoSecret         Result = "no_secret"          // 401, no candidate secret for it
+	ResultBadSignature     Result = "bad_signature"      // 401
+	ResultSecretError      Result = "secret_error"       // 503, the secret lookup failed
+	ResultBadJSON          Result = "bad_json"           // 400, not JSON
+	ResultBadPayload       Result = "bad_payload"        // 400, JSON but not a job payload
+)
+
+// Results lists every Result, for metrics that want all label values present from the start.
+var Results = []Result{
+	ResultAccepted, ResultDuplicate, ResultIgnoredEvent, ResultMethodNotAllowed, ResultTooLarge,
+	ResultReadError, ResultMissingSignature, ResultNoSecret, ResultBadSignature, ResultSecretError,
+	ResultBadJSON, ResultBadPayload,
+}
+
+// Observer is told the result of every delivery.
+type Observer interface {
+	ObserveDelivery(result Result)
+}
+
+// ObserverFunc adapts a function to Observer.
+type ObserverFunc func(result Result)
+
+// ObserveDelivery calls f.
+func (f ObserverFunc) ObserveDelivery(result Result) { f(result) }
+
+// Options configure a Handler.
+type Options struct {
+	// Secrets gives the candidate secrets; required.
+	Secrets SecretSource
+	// Sink receives verified job events; required.
+	Sink EventSink
+	// MaxBodyBytes bounds the body; default DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+	// DedupeSize is how many delivery ids are remembered; default DefaultDedupeSize.
+	DedupeSize int
+	// Observer, when set, is told every delivery's result.
+	Observer Observer
+	// Log receives one line per delivery, at V(1) for rejections; zero value discards.
+	Log logr.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Handler is the webhook endpoint. It is safe for concurrent use.
+type Handler struct {
+	secrets  SecretSource
+	sink     EventSink
+	maxBody  int64
+	observer Observer
+	log      logr.Logger
+	now      func() time.Time
+	seen     *dedupe
+}
+
+var _ http.Handler = (*Handler)(nil)
+
+// New builds a Handler.
+func New(opts Options) (*Handler, error) {
+	if opts.Secrets == nil {
+		return nil, errors.New("webhook handler: a secret source is required")
+	}
+	if opts.Sink == nil {
+		return nil, errors.New("webhook handler: an event sink is required")
+	}
+	if opts.MaxBodyBytes < 0 || opts.DedupeSize < 0 {
+		return nil, fmt.Errorf("webhook handler: negative limits (max body %d, dedupe size %d)",
+			opts.MaxBodyBytes, opts.DedupeSize)
+	}
+	h := &Handler{
+		secrets:  opts.Secrets,
+		sink:     opts.Sink,
+		maxBody:  opts.MaxBodyBytes,
+		observer: opts.Observer,
+		log:      opts.Log,
+		now:      opts.Now,
+	}
+	if h.maxBody == 0 {
+		h.maxBody = DefaultMaxBodyBytes
+	}
+	size := opts.DedupeSize
+	if size == 0 {
+		size = DefaultDedupeSize
+	}
+	h.seen = newDedupe(size)
+	if h.now == nil {
+		h.now = time.Now
+	}
+	if h.log.GetSink() == nil {
+		h.log = logr.Discard()
+	}
+	return h, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The delivery id is the only request-supplied value that is logged before verification,
+	// and only in sanitized form.
+	logID := sanitizeID(firstHeader(r.Header, "X-Forgejo-Delivery", "X-Gitea-Delivery"))
+	res, status, detail := h.serve(r)
+	if h.observer != nil {
+		h.observer.ObserveDelivery(res)
+	}
+	log := h.log.WithValues("delivery", logID, "result", string(res), "status", status)
+	// Only a failing secret lookup is the operator's own trouble; anything else is routine or
+	// caused by the sender, and logging it loudly would let anyone flood the log.
+	if res == ResultSecretError {
+		log.Info("webhook delivery refused: secret lookup failed", "detail", detail)
+	} else {
+		log.V(1).Info("webhook delivery", "detail", detail)
+	}
+	if res == ResultMethodNotAllowed {
+		w.Header().Set("Allow", http.MethodPost)
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	// The result name lets a Forgejo administrator see in the hook's delivery history why it
+	// was refused, without revealing anything the sender does not know.
+	_, _ = io.WriteString(w, string(res)+"\n")
+}
+
+// serve decides a delivery. detail is for the log and must hold only handler-made text or
+// verified values.
+func (h *Handler) serve(r *http.Request) (res Result, status int, detail string) {
+	if r.Method != http.MethodPost {
+		return ResultMethodNotAllowed, http.StatusMethodNotAllowed, ""
+	}
+	if r.ContentLength > h.maxBody {
+		return ResultTooLarge, http.StatusRequestEntityTooLarge, "declared length over the limit"
+	}
+	// One byte more than the limit tells "exactly at the limit" from "over it" without reading
+	// an unbounded body.
+	body, err := io.ReadAll(io.LimitReader(r.Body, h.maxBody+1))
+	if err != nil {
+		return ResultReadError, http.StatusBadRequest, "reading the body failed"
+	}
+	if int64(len(body)) > h.maxBody {
+		return ResultTooLarge, http.StatusRequestEntityTooLarge, ""
+	}
+
+	sig, ok := signature(r.Header)
+	if !ok {
+		return ResultMissingSignature, http.StatusUnauthorized, ""
+	}
+	// Chicken and egg: the pools whose secrets may have signed this delivery are found from the
+	// repository the body names, and the body is not verified yet. That is safe because the
+	// name only chooses which secrets to try: a forged name can at worst make the check try the
+	// wrong secrets and fail, and nothing passes without an HMAC made with one of them.
+	candidates, err := h.secrets.Candidates(r.Context(), repoHint(body))
+	if err != nil {
+		// The error may describe the caller's configuration, not the request; it goes to the
+		// log but not to the sender.
+		return ResultSecretError, http.StatusServiceUnavailable, fmt.Sprintf("looking up secrets: %v", err)
+	}
+	switch verify(body, sig, candidates) {
+	case verifyNoSecret:
+		return ResultNoSecret, http.StatusUnauthorized, ""
+	case verifyMismatch:
+		return ResultBadSignature, http.StatusUnauthorized, ""
+	}
+
+	// Verified from here on.
+	if !json.Valid(body) {
+		return ResultBadJSON, http.StatusBadRequest, ""
+	}
+	event := firstHeader(r.Header, "X-Forgejo-Event-Type", "X-Forgejo-Event", "X-Gitea-Event-Type", "X-Gitea-Event")
+	if event != bareJobEvent && !(strings.HasPrefix(event, eventPrefix) && jobStatuses[strings.TrimPrefix(event, eventPrefix)]) {
+		return ResultIgnoredEvent, http.StatusOK, "event " + sanitizeID(event)
+	}
+	ev, err := parse(body, event)
+	if errors.Is(err, errUnknownStatus) {
+		return ResultIgnoredEvent, http.StatusOK, err.Error()
+	}
+	if err != nil {
+		return ResultBadPayload, http.StatusBadRequest, err.Error()
+	}
+	ev.DeliveryID = firstHeader(r.Header, "X-Forgejo-Delivery", "X-Gitea-Delivery")
+	if ev.DeliveryID != "" && !h.seen.add(ev.DeliveryID) {
+		return ResultDuplicate, http.StatusOK, ""
+	}
+	ev.Received = h.now()
+	h.sink.HandleJobEvent(r.Context(), ev)
+	return ResultAccepted, http.StatusAccepted, fmt.Sprintf("%s job %d attempt %d", ev.Event, ev.Job.ID, ev.Job.Attempt)
+}
+
+// firstHeader returns the first non-empty value among names.
+func firstHeader(h http.Header, names ...string) string {
+	for _, n := range names {
+		if v := strings.TrimSpace(h.Get(n)); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// signature returns the first non-empty signature header. Forgejo sends all three with the same
+// digest; accepting any one lets a proxy that strips some of them through.
+func signature(h http.Header) (string, bool) {
+	for _, n := range []string{"X-Forgejo-Signature", "X-Gitea-Signature", "X-Hub-Signature-256"} {
+		v := strings.TrimSpace(h.Get(n))
+		// A bare "sha256=" is what Forgejo sends in X-Hub-Signature-256 for a hook without a
+		// secret: no signature at all.
+		v = strings.TrimPrefix(v, "sha256=")
+		if v != "" {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+type verifyResult int
+
+const (
+	verifyOK verifyResult = iota
+	verifyNoSecret
+	verifyMismatch
+)
+
+// verify checks sig (hex) against the HMAC-SHA256 of body under each candidate.
+func verify(body []byte, sig string, candidates [][]byte) verifyResult {
+	// Malformed hex cannot match, but every candidate is still considered so that "no secret"
+	// is reported the same way whatever the signature looks like.
+	want, err := hex.DecodeString(sig)
+	if err != nil || len(want) != sha256.Size {
+		want = nil
+	}
+	tried := false
+	for _, secret := range candidates {
+		if len(secret) == 0 {
+			continue
+		}
+		tried = true
+		if want == nil {
+			continue
+		}
+		m := hmac.New(sha256.New, secret)
+		m.Write(body)
+		if hmac.Equal(m.Sum(nil), want) {
+			return verifyOK
+		}
+	}
+	if !tried {
+		return verifyNoSecret
+	}
+	return verifyMismatch
+}
+
+// repoHint extracts the repository full name from an unverified body, or "" if it names none or
+// names it in a way no Forgejo repository could be named.
+func repoHint(body []byte) string {
+	var p struct {
+		Repository *struct {
+			FullName string `json:"full_name"`
+		} `json:"repository"`
+	}
+	if json.Unmarshal(body, &p) != nil || p.Repository == nil {
+		return ""
+	}
+	name := p.Repository.FullName
+	owner, repo, ok := strings.Cut(name, "/")
+	if !ok || owner == "" || repo == "" || strings.Contains(repo, "/") || len(name) > maxRepoHintLen || !printable(name) {
+		return ""
+	}
+	return name
+}
+
+// payload mirrors the parts of Forgejo's WorkflowJobPayload that are read.
+type payload struct {
+	Action string `json:"action"`
+	Job    *struct {
+		ID      int64    `json:"id"`
+		RunID   int64    `json:"run_id"`
+		Attempt int64    `json:"attempt"`
+		Handle  string   `json:"handle"`
+		RepoID  int64    `json:"repo_id"`
+		OwnerID int64    `json:"owner_id"`
+		Name    string   `json:"name"`
+		RunsOn  []string `json:"runs_on"`
+		TaskID  int64    `json:"task_id"`
+		Status  string   `json:"status"`
+	} `json:"job"`
+	Repository *struct {
+		FullName string `json:"full_name"`
+		Owner    *struct {
+			Login    string `json:"login"`
+			UserName string `json:"username"`
+		} `json:"owner"`
+	} `json:"repository"`
+}
+
+var errUnknownStatus = errors.New("bare workflow_job event with an unknown job status")
+
+// parse decodes a verified job payload. event is the header's event name, a full
+// workflow_job_<status> or the bare workflow_job.
+func parse(body []byte, event string) (JobEvent, error) {
+	var p payload
+	if err := json.Unmarshal(body, &p); err != nil {
+		// The decoder's message quotes no input beyond type names and offsets.
+		return JobEvent{}, fmt.Errorf("decoding job payload: %w", err)
+	}
+	if p.Job == nil {
+		return JobEvent{}, errors.New("decoding job payload: no job")
+	}
+	if event == bareJobEvent {
+		// The status decides the event when the header does not; a status Forgejo may add
+		// later is not an error, just nothing this handler knows how to act on.
+		if !jobStatuses[p.Job.Status] {
+			return JobEvent{}, errUnknownStatus
+		}
+		event = eventPrefix + p.Job.Status
+	}
+	ev := JobEvent{
+		Event:  event,
+		Action: p.Action,
+		Job: Job{
+			ID: p.Job.ID, RunID: p.Job.RunID, Attempt: p.Job.Attempt, Handle: p.Job.Handle,
+			RunsOn: p.Job.RunsOn, Status: p.Job.Status, RepoID: p.Job.RepoID, OwnerID: p.Job.OwnerID,
+			Name: p.Job.Name, TaskID: p.Job.TaskID,
+		},
+	}
+	if r := p.Repository; r != nil {
+		ev.Repository = r.FullName
+		if r.Owner != nil {
+			ev.Owner = r.Owner.Login
+			if ev.Owner == "" {
+				ev.Owner = r.Owner.UserName
+			}
+		}
+		if ev.Owner == "" {
+			ev.Owner, _, _ = strings.Cut(r.FullName, "/")
+		}
+	}
+	return ev, nil
+}
+
+// sanitizeID makes a request-supplied identifier safe for a log line: bounded length, printable
+// ASCII only, anything else replaced by '?'.
+func sanitizeID(s string) string {
+	if s == "" {
+		return ""
+	}
+	var b strings.Builder
+	for i := 0; i < len(s) && b.Len() < maxDeliveryIDLogLen; i++ {
+		if c := s[i]; c > ' ' && c < 0x7f {
+			b.WriteByte(c)
+		} else {
+			b.WriteByte('?')
+		}
+	}
+	if len(s) > maxDeliveryIDLogLen {
+		b.WriteString("…")
+	}
+	return b.String()
+}
+
+// printable reports whether s is valid UTF-8 without control characters or spaces.
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	return !strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f || (r >= 0x80 && r < 0xa0) })
+}
+
+// dedupeKey bounds the memory one remembered id can take: ids longer than a digest are kept as
+// their digest.
+func dedupeKey(id string) string {
+	if len(id) <= 2*sha256.Size {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
