@@ -43,6 +43,8 @@ type options struct {
 	retryPeriod          time.Duration
 	watchNamespace       string
 	pollInterval         time.Duration
+	webhookAddr          string
+	webhookSecretFile    string
 	showVersion          bool
 	logLevel             string
 	logDevelopmentFormat bool
@@ -61,6 +63,8 @@ func (o *options) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&o.retryPeriod, "leader-election-retry-period", 2*time.Second, "How often candidates try to take the lease.")
 	fs.StringVar(&o.watchNamespace, "watch-namespace", "", "Reconcile only RunnerPools in this namespace (default: all namespaces).")
 	fs.DurationVar(&o.pollInterval, "poll-interval", 10*time.Second, "How often each Forgejo connection's waiting jobs are listed.")
+	fs.StringVar(&o.webhookAddr, "webhook-bind-address", ":9000", "Address the Forgejo webhook receiver serves "+operator.WebhookPath+" on; \"0\" turns it off.")
+	fs.StringVar(&o.webhookSecretFile, "webhook-secret-file", "", "File holding a webhook secret accepted for every pool (besides each pool's spec.forgejo.webhookSecretRef).")
 	fs.BoolVar(&o.showVersion, "version", false, "Print the version and exit.")
 	fs.StringVar(&o.logLevel, "log-level", "info", "Log level: debug, info or error.")
 	fs.BoolVar(&o.logDevelopmentFormat, "log-development-format", false, "Human-readable console logs instead of JSON.")
@@ -177,7 +181,18 @@ func start(opts options) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	if err := operator.Setup(mgr, operator.Options{PollInterval: opts.pollInterval}); err != nil {
+	setup := operator.Options{PollInterval: opts.pollInterval}
+	if opts.webhookAddr != "0" && opts.webhookAddr != "" {
+		setup.WebhookAddr = opts.webhookAddr
+	}
+	if opts.webhookSecretFile != "" {
+		secret, err := os.ReadFile(opts.webhookSecretFile)
+		if err != nil {
+			return fmt.Errorf("read --webhook-secret-file: %w", err)
+		}
+		setup.WebhookSharedSecret = secret
+	}
+	if err := operator.Setup(mgr, setup); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
@@ -196,8 +211,17 @@ func start(opts options) error {
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
-	if kubeconfig != "" {
-		return clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if kubeconfig == "" {
+		return ctrl.GetConfig()
 	}
-	return ctrl.GetConfig()
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	// As ctrl.GetConfig does: client-go's default of 5 requests a second would throttle a burst
+	// of runners; the API server's priority and fairness protects it instead.
+	if cfg.QPS == 0 {
+		cfg.QPS = -1
+	}
+	return cfg, nil
 }

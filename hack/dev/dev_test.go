@@ -19,6 +19,7 @@ func TestDevEnvironment(t *testing.T) {
 		dir:         t.TempDir(),
 		nodes:       1,
 		probePort:   freePort(t),
+		webhookPort: freePort(t),
 		forgejoAddr: "127.0.0.1:0",
 	})
 	if err != nil {

@@ -22,6 +22,9 @@ import (
 // devAdminToken is the simulator's admin token in the local demo; it guards nothing real.
 const devAdminToken = "dev-admin-token"
 
+// devWebhookSecret signs the simulator's webhook deliveries in the local demo.
+const devWebhookSecret = "dev-webhook-secret"
+
 type forgejoSim struct {
 	server *forgejosim.Server
 	http   *http.Server
@@ -52,7 +55,7 @@ func startForgejo(addr string) (*forgejoSim, string, error) {
 
 // seedSamples gives the simulator the organization and repository the samples name, mints a
 // scoped API token for each pool's Secret, and applies the samples.
-func seedSamples(ctx context.Context, c *cluster.Cluster, sim *forgejosim.Server, root string) error {
+func seedSamples(ctx context.Context, c *cluster.Cluster, sim *forgejosim.Server, root, webhookURL string) error {
 	if err := sim.EnsureOrganization("brooktrails"); err != nil {
 		return fmt.Errorf("seed organization: %w", err)
 	}
@@ -73,8 +76,12 @@ func seedSamples(ctx context.Context, c *cluster.Cluster, sim *forgejosim.Server
 			return err
 		}
 	}
-	if err := createSecret(ctx, c, "forgejo-webhook", map[string]string{"secret": "dev-webhook-secret"}); err != nil {
+	if err := createSecret(ctx, c, "forgejo-webhook", map[string]string{"secret": devWebhookSecret}); err != nil {
 		return err
+	}
+	// An instance-wide hook, signed with the secret the trusted-dind sample names.
+	if _, err := sim.AddHook(forgejosim.HookConfig{URL: webhookURL, Secret: devWebhookSecret, Scope: forgejosim.InstanceScope()}); err != nil {
+		return fmt.Errorf("add webhook: %w", err)
 	}
 
 	samples, err := filepath.Glob(filepath.Join(root, "config", "samples", "*.yaml"))

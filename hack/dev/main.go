@@ -33,6 +33,7 @@ type config struct {
 	dir         string
 	nodes       int
 	probePort   int
+	webhookPort int
 	forgejoAddr string
 }
 
@@ -42,6 +43,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.dir, "dir", "", "Directory for the kubeconfig and logs (default: .dev in the repository).")
 	fs.IntVar(&cfg.nodes, "nodes", 2, "Number of fake nodes.")
 	fs.IntVar(&cfg.probePort, "probe-port", 18081, "Port of the operator's /healthz and /readyz.")
+	fs.IntVar(&cfg.webhookPort, "webhook-port", 19000, "Port of the operator's webhook receiver; the simulator's hook points at it.")
 	fs.StringVar(&cfg.forgejoAddr, "forgejo-addr", "127.0.0.1:3000", "Address of the Forgejo simulator; the samples point at 127.0.0.1:3000.")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -112,10 +114,11 @@ func up(ctx context.Context, cfg config) (env *devEnv, err error) {
 	if err != nil {
 		return env, err
 	}
-	if err := seedSamples(ctx, env.cluster, env.forgejo.server, root); err != nil {
+	webhookAddr := fmt.Sprintf("127.0.0.1:%d", cfg.webhookPort)
+	if err := seedSamples(ctx, env.cluster, env.forgejo.server, root, "http://"+webhookAddr+"/webhook/forgejo"); err != nil {
 		return env, err
 	}
-	env.operator, err = startOperator(ctx, root, cfg.dir, env.cluster.Kubeconfig, cfg.probePort)
+	env.operator, err = startOperator(ctx, root, cfg.dir, env.cluster.Kubeconfig, cfg.probePort, webhookAddr)
 	if err != nil {
 		return env, err
 	}
@@ -153,7 +156,7 @@ func (e *devEnv) down() {
 
 // startOperator builds the operator from this checkout and runs it against the cluster the way
 // it runs in one: leader election on, JSON logs, probes served.
-func startOperator(ctx context.Context, root, dir, kubeconfig string, probePort int) (*child, error) {
+func startOperator(ctx context.Context, root, dir, kubeconfig string, probePort int, webhookAddr string) (*child, error) {
 	bin := filepath.Join(dir, "forgejo-runner-operator")
 	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/forgejo-runner-operator")
 	build.Dir = root
@@ -173,6 +176,7 @@ func startOperator(ctx context.Context, root, dir, kubeconfig string, probePort 
 		"--leader-election-namespace=default",
 		"--metrics-bind-address=0",
 		"--health-probe-bind-address="+probeAddr,
+		"--webhook-bind-address="+webhookAddr,
 	)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

@@ -4,6 +4,8 @@
 package operator
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -23,6 +25,8 @@ import (
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jobwatch"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/poolconn"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/runnerpod"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/webhook"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/webhookpools"
 )
 
 // Options tune the operator.
@@ -35,7 +39,14 @@ type Options struct {
 	JobGoneGrace time.Duration
 	// GCInterval is how often registrations are checked for orphans.
 	GCInterval time.Duration
+	// WebhookAddr is where the webhook receiver listens (path WebhookPath); empty for none.
+	WebhookAddr string
+	// WebhookSharedSecret, when set, is accepted for deliveries of every pool.
+	WebhookSharedSecret []byte
 }
+
+// WebhookPath is the path Forgejo's Actions job webhooks are to be sent to.
+const WebhookPath = "/webhook/forgejo"
 
 // CacheOptions limit the manager's cache of pods and Secrets to the operator's own: without
 // them, reading one runner Secret through the cache would cache every Secret of the cluster in
@@ -81,5 +92,60 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	if err := runners.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up Runner controller: %w", err)
 	}
+	if opts.WebhookAddr != "" {
+		return setupWebhook(mgr, opts, pools.Watcher)
+	}
 	return nil
 }
+
+// setupWebhook serves the webhook receiver on the leader, where the jobs watcher runs. A
+// replica that is not the leader reports not ready, so a Service sends deliveries to the leader
+// only; a delivery lost in a leader change is repaired by the next poll.
+func setupWebhook(mgr ctrl.Manager, opts Options, watcher *jobwatch.Watcher) error {
+	observer, err := webhook.NewPrometheusObserver(metrics.Registry)
+	if err != nil {
+		return fmt.Errorf("register webhook metrics: %w", err)
+	}
+	log := ctrl.Log.WithName("webhook")
+	handler, err := webhook.New(webhook.Options{
+		Secrets: &webhookpools.Secrets{
+			Pools: mgr.GetClient(), SecretReader: mgr.GetAPIReader(), Shared: opts.WebhookSharedSecret,
+		},
+		Sink:     &webhookpools.Sink{Pools: mgr.GetClient(), Watcher: watcher, Log: log},
+		Observer: observer,
+		Log:      log,
+	})
+	if err != nil {
+		return fmt.Errorf("build webhook receiver: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(WebhookPath, handler)
+	server := &http.Server{Addr: opts.WebhookAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if err := mgr.Add(leaderOnly(func(ctx context.Context) error {
+		errc := make(chan error, 1)
+		go func() { errc <- server.ListenAndServe() }()
+		select {
+		case err := <-errc:
+			return fmt.Errorf("serve webhooks on %s: %w", opts.WebhookAddr, err)
+		case <-ctx.Done():
+		}
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return server.Shutdown(shutdown)
+	})); err != nil {
+		return fmt.Errorf("add webhook receiver: %w", err)
+	}
+	return mgr.AddReadyzCheck("webhook-leader", func(*http.Request) error {
+		select {
+		case <-mgr.Elected():
+			return nil
+		default:
+			return errors.New("not the leader: webhooks are received by the leader")
+		}
+	})
+}
+
+type leaderOnly func(ctx context.Context) error
+
+func (f leaderOnly) Start(ctx context.Context) error { return f(ctx) }
+func (f leaderOnly) NeedLeaderElection() bool        { return true }

@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejo"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejosim"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/operator"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/runnerpod"
@@ -234,6 +235,19 @@ func TestEveryJobGetsItsOwnRunnerAndNothingIsLeft(t *testing.T) {
 	}
 	if got, _ := w.sim.Job(foreign[0].ID); got.Status != forgejosim.JobWaiting || tasksPerJob[foreign[0].ID] != 0 {
 		t.Errorf("the job no pool matches was touched: %+v", got)
+	}
+
+	// The simulator numbers registrations in order: one more shows how many were ever made.
+	fj, err := forgejo.New(forgejo.Config{BaseURL: w.url, Token: "admin-token", Scope: forgejo.GlobalScope()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe, err := fj.RegisterRunner(t.Context(), "probe", "counts registrations", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if made := probe.ID - 1; made != jobs {
+		t.Errorf("%d registrations were made for %d jobs, want one each", made, jobs)
 	}
 
 	var got v1alpha1.RunnerPool

@@ -383,3 +383,35 @@ func TestScopeAndVersionProblemsSayWhatToFix(t *testing.T) {
 	w.sim.SetVersion("11.0.0")
 	eventually.True(t, time.Minute, "ForgejoTooOld", reason("ForgejoTooOld"))
 }
+
+// Between polls the operator's list of waiting jobs is old; a job a runner has already run must
+// not get a second runner from it.
+func TestFinishedJobGetsNoSecondRunnerFromAnOldPoll(t *testing.T) {
+	saved := testOptions
+	testOptions.PollInterval = 6 * time.Second
+	t.Cleanup(func() { testOptions = saved })
+	w := startWorld(t)
+	jobs, err := w.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}, Count: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.createPool(t, "stale", nil)
+	eventually.True(t, time.Minute, "the jobs to succeed", w.allSucceeded(jobs))
+	// Past the next poll and the grace period, anything extra would have been made and ended.
+	eventually.True(t, time.Minute, "nothing left", func() (bool, string) {
+		regs, runners, pods := w.leftovers(t, "stale")
+		return regs == 0 && runners == 0 && pods == 0, fmt.Sprintf("%d registrations, %d runners, %d pods", regs, runners, pods)
+	})
+	time.Sleep(testOptions.PollInterval) // one more poll: a duplicate would be created from the old one before it
+	fj, err := forgejo.New(forgejo.Config{BaseURL: w.url, Token: "admin-token", Scope: forgejo.GlobalScope()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe, err := fj.RegisterRunner(t.Context(), "probe", "counts registrations", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if made := probe.ID - 1; made != int64(len(jobs)) {
+		t.Fatalf("%d registrations were made for %d jobs, want one each", made, len(jobs))
+	}
+}

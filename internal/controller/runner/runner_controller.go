@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -29,16 +30,26 @@ type Reconciler struct {
 	Client  client.Client
 	Forgejo *poolconn.Factory
 	Now     func() time.Time
+	// Concurrency is how many Runners are reconciled at once (default DefaultConcurrency):
+	// each waits on Forgejo and the API server, so one at a time would queue a burst.
+	Concurrency int
 }
+
+// DefaultConcurrency is the default number of Runners reconciled at once.
+const DefaultConcurrency = 8
 
 // SetupWithManager registers the controller; it watches the pods and Secrets Runners own.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Now == nil {
 		r.Now = time.Now
 	}
+	if r.Concurrency <= 0 {
+		r.Concurrency = DefaultConcurrency
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.Runner{}).
 		Owns(&corev1.Pod{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Concurrency}).
 		Named("runner").
 		Complete(r)
 }

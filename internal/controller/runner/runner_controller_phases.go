@@ -184,8 +184,10 @@ func (r *Reconciler) cleanUp(ctx context.Context, fj *forgejo.Client, runner *v1
 }
 
 // deregister deletes the runner's registration. Forgejo deletes an ephemeral runner itself once
-// its task ends, so a 404 usually means done; but Forgejo 15 also answers 404 for what the token
-// may not see, so a 404 counts as done only when the scope itself is still visible.
+// its task ends, so a 404 means done. Forgejo 15 also answers 404 for what the token may not see,
+// but this registration was made in this scope with this token; should the token have lost the
+// scope since, the registration is not lost track of: the pool's garbage collection lists the
+// scope, reports that it cannot, and deletes the registration once it can.
 func deregister(ctx context.Context, fj *forgejo.Client, runner *v1alpha1.Runner) error {
 	reg := runner.Status.Registration
 	if reg == nil || meta.IsStatusConditionTrue(runner.Status.Conditions, ConditionDeregistered) {
@@ -197,11 +199,7 @@ func deregister(ctx context.Context, fj *forgejo.Client, runner *v1alpha1.Runner
 		return nil
 	}
 	if errors.Is(err, forgejo.ErrNotFound) {
-		classified := fj.ClassifyNotFound(ctx, err)
-		if errors.Is(classified, forgejo.ErrGone) {
-			return nil
-		}
-		err = classified
+		return nil
 	}
 	return fmt.Errorf("delete registration %s of runner %s: %w", reg.UUID, runner.Name, err)
 }

@@ -125,7 +125,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	}
 	r.Watcher.Register(matching.PoolOf(&pool), conn, fj)
 	demand := r.Watcher.Demand(req.NamespacedName)
-	r.setReachable(status, &pool, r.explainPollError(ctx, fj, demand.Err))
+	if demand.PolledAt.IsZero() && demand.Err == nil {
+		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: ConditionForgejoReachable, Status: metav1.ConditionUnknown,
+			Reason: "FirstPoll", Message: "the first list of jobs is on its way", ObservedGeneration: pool.Generation})
+	} else {
+		r.setReachable(status, &pool, r.explainPollError(ctx, fj, demand.Err))
+	}
 
 	if live, err = r.endRunnersWithoutJob(ctx, &pool, status, live, demand); err != nil {
 		return reconcile.Result{}, err
