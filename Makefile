@@ -50,6 +50,12 @@ verify: ## Fail when generated files are stale, code is unformatted or go.mod is
 lint: $(GOLANGCI_LINT) ## Run golangci-lint.
 	$(GOLANGCI_LINT) run ./...
 
+##@ Benchmarks
+
+.PHONY: bench
+bench: ## Time a burst of jobs through the operator and print figures (flags: BENCH_ARGS="-jobs 20 -poll 1s -json").
+	KUBEBUILDER_ASSETS="$$(hack/build-test-binaries.sh)" $(GO) run ./hack/bench $(BENCH_ARGS)
+
 ##@ Build
 
 .PHONY: build
