@@ -415,3 +415,35 @@ func TestFinishedJobGetsNoSecondRunnerFromAnOldPoll(t *testing.T) {
 		t.Fatalf("%d registrations were made for %d jobs, want one each", made, len(jobs))
 	}
 }
+
+func TestWarmRunnersAboveMinIdleAreScaledDown(t *testing.T) {
+	w := startWorld(t)
+	w.createPool(t, "shrink", func(p *v1alpha1.RunnerPool) {
+		p.Spec.Scaling.MinIdle = 3
+		p.Spec.Scaling.ScaleDownDelay = &metav1.Duration{Duration: time.Second}
+	})
+	eventually.True(t, time.Minute, "three warm runners", func() (bool, string) {
+		regs, runners, _ := w.leftovers(t, "shrink")
+		return regs == 3 && runners == 3, fmt.Sprintf("%d registrations, %d runners", regs, runners)
+	})
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		p := w.pool(t, "shrink")
+		p.Spec.Scaling.MinIdle = 1
+		return w.cluster.Client.Update(t.Context(), p)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, time.Minute, "one warm runner left, two deregistered", func() (bool, string) {
+		regs, runners, pods := w.leftovers(t, "shrink")
+		return regs == 1 && runners == 1 && pods == 1, fmt.Sprintf("%d registrations, %d runners, %d pods", regs, runners, pods)
+	})
+	scaled := 0
+	for _, rec := range w.pool(t, "shrink").Status.RecentRunners {
+		if rec.Reason == "ScaledDown" {
+			scaled++
+		}
+	}
+	if scaled != 2 {
+		t.Fatalf("%d ScaledDown records, want 2", scaled)
+	}
+}

@@ -135,6 +135,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if live, err = r.endRunnersWithoutJob(ctx, &pool, status, live, demand); err != nil {
 		return reconcile.Result{}, err
 	}
+	if live, err = r.scaleDown(ctx, fj, &pool, status, live); err != nil {
+		return reconcile.Result{}, err
+	}
 	if demand.Err == nil && r.gc.due(pool.UID, r.Now(), r.gcInterval()) {
 		if err := r.gc.collect(ctx, fj, &pool, registrationIDs(runners)); err != nil {
 			// Orphans cost only a stale entry in Forgejo's list; the next pass tries again.

@@ -190,3 +190,65 @@ func (r *Reconciler) podEnded(ctx context.Context, rn *v1alpha1.Runner) bool {
 	}
 	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
 }
+
+// scaleDown removes warm runners (no job) beyond minIdle that have been up longer than
+// scaleDownDelay, so a pool with no demand comes down to minIdle. Only runners waiting for a
+// job are taken; one that picked a job is busy, and one still starting is left to start.
+func (r *Reconciler) scaleDown(ctx context.Context, fj *forgejo.Client, pool *v1alpha1.RunnerPool, status *v1alpha1.RunnerPoolStatus, live []v1alpha1.Runner) ([]v1alpha1.Runner, error) {
+	delay := 5 * time.Minute
+	if d := pool.Spec.Scaling.ScaleDownDelay; d != nil {
+		delay = d.Duration
+	}
+	now := r.Now()
+	warm := 0
+	for _, rn := range live {
+		if rn.Spec.Job == nil {
+			warm++
+		}
+	}
+	surplus := warm - int(pool.Spec.Scaling.MinIdle)
+	var kept, removing []v1alpha1.Runner
+	for _, rn := range live {
+		idleLongEnough := rn.Spec.Job == nil && rn.Status.Phase == v1alpha1.RunnerIdle &&
+			rn.Status.StartedAt != nil && now.Sub(rn.Status.StartedAt.Time) >= delay
+		if surplus > 0 && idleLongEnough && !busy(ctx, fj, &rn) {
+			removing = append(removing, rn)
+			surplus--
+			continue
+		}
+		kept = append(kept, rn)
+	}
+	if len(removing) == 0 {
+		return live, nil
+	}
+	for _, rn := range removing {
+		rec := Record(&rn)
+		rec.Outcome, rec.Reason, rec.Message = v1alpha1.OutcomeDeleted, "ScaledDown", "a warm runner above minIdle, idle longer than scaleDownDelay"
+		finished := metav1.NewTime(now)
+		rec.FinishedAt = &finished
+		status.RecentRunners = AddRecord(status.RecentRunners, rec, historyLimit(pool))
+	}
+	if err := r.updateStatus(ctx, pool, status); err != nil {
+		return nil, err
+	}
+	for i := range removing {
+		if err := r.Client.Delete(ctx, &removing[i]); client.IgnoreNotFound(err) != nil {
+			return nil, fmt.Errorf("scale down runner %s: %w", removing[i].Name, err)
+		}
+		logf.FromContext(ctx).Info("scaled down warm runner", "runner", removing[i].Name)
+	}
+	return kept, nil
+}
+
+// busy reports whether a warm runner has taken a job, as Forgejo sees it: deleting it now
+// would kill that job's credentials.
+func busy(ctx context.Context, fj *forgejo.Client, rn *v1alpha1.Runner) bool {
+	if rn.Status.Registration == nil {
+		return true
+	}
+	got, err := fj.GetRunner(ctx, rn.Status.Registration.ID)
+	if err != nil {
+		return true // not knowing is no licence to delete
+	}
+	return got.Status != forgejo.RunnerIdle
+}
