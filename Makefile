@@ -37,6 +37,13 @@ fmt: ## Format the Go code.
 .PHONY: test
 test: verify lint test-binaries ## Everything CI runs: generated files, lint, and every test.
 	KUBEBUILDER_ASSETS="$$(hack/build-test-binaries.sh)" $(GO) test $(GO_TEST_FLAGS) ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
+
+FUZZTIME ?= 1m
+.PHONY: fuzz
+fuzz: ## Fuzz the webhook verifier and parser, and the Forgejo response parsers, for FUZZTIME each.
+	$(GO) test -run='^$$' -fuzz='^FuzzHandler$$' -fuzztime=$(FUZZTIME) ./internal/webhook
+	$(GO) test -run='^$$' -fuzz='^FuzzParseResponse$$' -fuzztime=$(FUZZTIME) ./internal/forgejo
 
 .PHONY: test-binaries
 test-binaries: ## Build (once) the Kubernetes binaries the tests run.
