@@ -56,6 +56,15 @@ type Job struct {
 	TaskID  int64
 	// SeenAt is when a poll first saw the job waiting.
 	SeenAt time.Time
+	// RunningSince is when the job was first seen running; zero before.
+	RunningSince time.Time
+}
+
+// Timings receives how long jobs waited for a runner and how long they ran, as far as the
+// watcher saw (to within a poll interval, or exactly with webhooks).
+type Timings interface {
+	ObserveQueueWait(time.Duration)
+	ObserveExecution(time.Duration)
 }
 
 // Waiting reports whether the job still needs a runner.
@@ -87,8 +96,17 @@ type Watcher struct {
 
 	mu      sync.Mutex
 	ctx     context.Context // set by Start
+	timings Timings
+	// timed remembers which jobs' figures were observed, so a job seen through several
+	// connections (or by a poll and a webhook) counts once.
+	timed   map[string]timedJob
 	pools   map[types.NamespacedName]registration
 	pollers map[Connection]*poller
+}
+
+type timedJob struct {
+	waitObserved, execObserved bool
+	at                         time.Time
 }
 
 type registration struct {
@@ -120,6 +138,53 @@ func New(interval time.Duration, notify func(types.NamespacedName), log logr.Log
 		pools:    map[types.NamespacedName]registration{},
 		pollers:  map[Connection]*poller{},
 	}
+}
+
+// SetTimings sets where job timings go; call it before Start.
+func (w *Watcher) SetTimings(t Timings) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.timings = t
+}
+
+// startedRunningLocked records that a job went from waiting to running.
+func (w *Watcher) startedRunningLocked(job *Job, waitingSince, now time.Time) {
+	job.RunningSince = now
+	t := w.timedLocked(job.Handle, now)
+	if !t.waitObserved && w.timings != nil && !waitingSince.IsZero() {
+		w.timings.ObserveQueueWait(now.Sub(waitingSince))
+	}
+	t.waitObserved = true
+	w.timed[job.Handle] = t
+}
+
+// stoppedRunningLocked records that a running job left the list or completed.
+func (w *Watcher) stoppedRunningLocked(job Job, now time.Time) {
+	if job.RunningSince.IsZero() {
+		return
+	}
+	t := w.timedLocked(job.Handle, now)
+	if !t.execObserved && w.timings != nil {
+		w.timings.ObserveExecution(now.Sub(job.RunningSince))
+	}
+	t.execObserved = true
+	w.timed[job.Handle] = t
+}
+
+func (w *Watcher) timedLocked(handle string, now time.Time) timedJob {
+	if w.timed == nil {
+		w.timed = map[string]timedJob{}
+	}
+	t, ok := w.timed[handle]
+	if !ok {
+		t.at = now
+	}
+	for h, old := range w.timed {
+		if now.Sub(old.at) > GoneMemory {
+			delete(w.timed, h)
+		}
+	}
+	return t
 }
 
 // Start runs the pollers until ctx ends (manager.Runnable).
@@ -290,8 +355,16 @@ func (w *Watcher) pollOnce(ctx context.Context, conn Connection, p *poller, log 
 			continue
 		}
 		job := Job{ID: j.ID, Attempt: j.Attempt, Handle: j.Handle, RunsOn: j.RunsOn, Status: j.Status, TaskID: j.TaskID, SeenAt: now}
-		if prev, ok := p.jobs[j.Handle]; ok {
-			job.SeenAt = prev.SeenAt
+		prev, known := p.jobs[j.Handle]
+		if known {
+			job.SeenAt, job.RunningSince = prev.SeenAt, prev.RunningSince
+		}
+		if job.Status == "running" && job.RunningSince.IsZero() {
+			waitingSince := time.Time{}
+			if known {
+				waitingSince = prev.SeenAt
+			}
+			w.startedRunningLocked(&job, waitingSince, now)
 		}
 		next[j.Handle] = job
 	}
@@ -305,9 +378,10 @@ func (w *Watcher) pollOnce(ctx context.Context, conn Connection, p *poller, log 
 	if p.gone == nil {
 		p.gone = map[string]time.Time{}
 	}
-	for handle := range p.jobs {
+	for handle, job := range p.jobs {
 		if _, still := next[handle]; !still {
 			p.gone[handle] = now
+			w.stoppedRunningLocked(job, now)
 		}
 	}
 	for handle, at := range p.gone {
@@ -391,7 +465,7 @@ func (w *Watcher) Offer(url, repository string, job Job) bool {
 		if p.gone == nil {
 			p.gone = map[string]time.Time{}
 		}
-		if offer(p, job, now) {
+		if w.offerLocked(p, job, now) {
 			changed[conn] = true
 		}
 	}
@@ -403,7 +477,7 @@ func (w *Watcher) Offer(url, repository string, job Job) bool {
 	return len(changed) > 0
 }
 
-func offer(p *poller, job Job, now time.Time) bool {
+func (w *Watcher) offerLocked(p *poller, job Job, now time.Time) bool {
 	handle := job.Handle
 	known, isKnown := p.jobs[handle]
 	_, isGone := p.gone[handle]
@@ -420,14 +494,19 @@ func offer(p *poller, job Job, now time.Time) bool {
 			return false
 		}
 		job.SeenAt = now
+		waitingSince := time.Time{}
 		if isKnown {
-			job.SeenAt = known.SeenAt
+			job.SeenAt, waitingSince = known.SeenAt, known.SeenAt
 		}
+		w.startedRunningLocked(&job, waitingSince, now)
 		p.jobs[handle] = job
 		return true
 	case "success", "failure", "cancelled", "skipped":
 		if isGone {
 			return false
+		}
+		if isKnown {
+			w.stoppedRunningLocked(known, now)
 		}
 		delete(p.jobs, handle)
 		p.gone[handle] = now

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr/testr"
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/types"
 
 	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
@@ -245,5 +246,81 @@ func TestConnectionCovers(t *testing.T) {
 		if got := (jobwatch.Connection{Scope: c.scope}).Covers(c.repo); got != c.want {
 			t.Errorf("%q covers %q = %v, want %v", c.scope, c.repo, got, c.want)
 		}
+	}
+}
+
+type recordedTimings struct {
+	mu         sync.Mutex
+	waits, run []time.Duration
+}
+
+func (r *recordedTimings) ObserveQueueWait(d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.waits = append(r.waits, d)
+}
+
+func (r *recordedTimings) ObserveExecution(d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.run = append(r.run, d)
+}
+
+func TestJobTimingsAreObservedOncePerJob(t *testing.T) {
+	f := newFixture(t)
+	timings := &recordedTimings{}
+	f.watcher.SetTimings(timings)
+	// Two connections on one instance see the same jobs: each job still counts once.
+	p1, p2 := pool("p1", v1alpha1.ScopeGlobal, "docker"), pool("p2", v1alpha1.ScopeOrganization, "docker")
+	orgToken, err := f.sim.CreateToken(forgejosim.OrganizationScope("acme"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.watcher.Register(p1, jobwatch.NewConnection(f.url, "global", "admin"), f.client(t, "admin", forgejo.GlobalScope()))
+	f.watcher.Register(p2, jobwatch.NewConnection(f.url, "organization acme", orgToken), f.client(t, orgToken, forgejo.OrganizationScope("acme")))
+	waitFor(t, "first polls", func() bool {
+		return !f.watcher.Demand(p1.Key).PolledAt.IsZero() && !f.watcher.Demand(p2.Key).PolledAt.IsZero()
+	})
+
+	job := jobwatch.Job{ID: 1, Handle: "h", RunsOn: []string{"docker"}, Status: "waiting"}
+	f.watcher.Offer(f.url, "acme/app", job)
+	job.Status = "running"
+	f.watcher.Offer(f.url, "acme/app", job)
+	f.watcher.Offer(f.url, "acme/app", job) // a repeat
+	job.Status = "success"
+	f.watcher.Offer(f.url, "acme/app", job)
+
+	timings.mu.Lock()
+	defer timings.mu.Unlock()
+	if len(timings.waits) != 1 || len(timings.run) != 1 {
+		t.Fatalf("observed %d waits and %d runs, want one each", len(timings.waits), len(timings.run))
+	}
+	if timings.waits[0] < 0 || timings.run[0] < 0 {
+		t.Fatalf("negative timings %v %v", timings.waits, timings.run)
+	}
+}
+
+func TestPrometheusTimingsRegisterOnce(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	a, err := jobwatch.NewPrometheusTimings(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jobwatch.NewPrometheusTimings(reg); err != nil {
+		t.Fatalf("second registration: %v", err)
+	}
+	a.ObserveQueueWait(2 * time.Second)
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, fam := range families {
+		if fam.GetName() == "forgejo_runner_operator_job_queue_wait_seconds" && fam.Metric[0].GetHistogram().GetSampleCount() == 1 {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("queue wait histogram missing or empty")
 	}
 }

@@ -82,6 +82,11 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		GCInterval:   opts.GCInterval,
 	}
 	pools.Watcher = jobwatch.New(opts.PollInterval, pools.Notify, ctrl.Log.WithName("jobwatch"))
+	timings, err := jobwatch.NewPrometheusTimings(metrics.Registry)
+	if err != nil {
+		return err
+	}
+	pools.Watcher.SetTimings(timings)
 	if err := mgr.Add(pools.Watcher); err != nil {
 		return fmt.Errorf("add jobs watcher: %w", err)
 	}
