@@ -278,6 +278,22 @@ func (w *Watcher) Demand(key types.NamespacedName) Demand {
 	return d
 }
 
+// Job returns what the last polls and webhooks say of one job of a pool's connection.
+func (w *Watcher) Job(pool types.NamespacedName, handle string) (Job, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	reg, ok := w.pools[pool]
+	if !ok {
+		return Job{}, false
+	}
+	p := w.pollers[reg.conn]
+	if p == nil {
+		return Job{}, false
+	}
+	job, ok := p.jobs[handle]
+	return job, ok
+}
+
 // candidatesLocked are the pools on the same instance whose connection saw the job.
 func (w *Watcher) candidatesLocked(url, handle string) []matching.Pool {
 	var out []matching.Pool

@@ -93,7 +93,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	if err := pools.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up RunnerPool controller: %w", err)
 	}
-	runners := &runner.Reconciler{Client: mgr.GetClient(), Forgejo: factory}
+	runners := &runner.Reconciler{Client: mgr.GetClient(), Forgejo: factory, Jobs: pools.Watcher}
 	if err := runners.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up Runner controller: %w", err)
 	}

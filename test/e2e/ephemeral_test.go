@@ -86,6 +86,9 @@ func operatorIdentity(t *testing.T, c *cluster.Cluster) *rest.Config {
 	return cfg
 }
 
+// taskDuration is how long each simulated job runs.
+var taskDuration = 20 * time.Millisecond
+
 // Options of the operator under test: fast enough that a test takes seconds.
 var testOptions = operator.Options{
 	PollInterval: 200 * time.Millisecond,
@@ -101,7 +104,7 @@ func startWorld(t *testing.T) *world {
 	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(testWriter{t})))
 
 	ctx, cancel := context.WithCancel(context.Background())
-	player := &runnerplay.Player{Cluster: w.cluster, TaskDuration: 20 * time.Millisecond, Logf: t.Logf}
+	player := &runnerplay.Player{Cluster: w.cluster, TaskDuration: taskDuration, Logf: t.Logf}
 	playerDone := make(chan struct{})
 	go func() {
 		defer close(playerDone)

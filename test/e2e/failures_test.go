@@ -447,3 +447,26 @@ func TestWarmRunnersAboveMinIdleAreScaledDown(t *testing.T) {
 		t.Fatalf("%d ScaledDown records, want 2", scaled)
 	}
 }
+
+func TestRunnerIsBusyWhileItsJobRuns(t *testing.T) {
+	saved := taskDuration
+	taskDuration = 20 * time.Second
+	t.Cleanup(func() { taskDuration = saved })
+	w := startWorld(t)
+	w.createPool(t, "busy", nil)
+	jobs, err := w.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, time.Minute, "the runner Busy with its job, and the pool counting it", func() (bool, string) {
+		rs := w.runners(t, "busy")
+		if len(rs) != 1 {
+			return false, fmt.Sprintf("%d runners", len(rs))
+		}
+		picked := meta.IsStatusConditionTrue(rs[0].Status.Conditions, "JobPicked")
+		busy := w.pool(t, "busy").Status.Busy
+		return rs[0].Status.Phase == v1alpha1.RunnerBusy && picked && busy == 1,
+			fmt.Sprintf("phase %s, picked %v, pool busy %d", rs[0].Status.Phase, picked, busy)
+	})
+	eventually.True(t, time.Minute, "the job to succeed", w.allSucceeded(jobs))
+}

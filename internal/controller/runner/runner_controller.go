@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -19,6 +20,7 @@ import (
 
 	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejo"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jobwatch"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/poolconn"
 )
 
@@ -30,9 +32,16 @@ type Reconciler struct {
 	Client  client.Client
 	Forgejo *poolconn.Factory
 	Now     func() time.Time
+	// Jobs tells whether a runner's job has been picked; nil leaves runners Idle until they end.
+	Jobs JobSource
 	// Concurrency is how many Runners are reconciled at once (default DefaultConcurrency):
 	// each waits on Forgejo and the API server, so one at a time would queue a burst.
 	Concurrency int
+}
+
+// JobSource is what the Runner controller asks about a runner's job; *jobwatch.Watcher is one.
+type JobSource interface {
+	Job(pool types.NamespacedName, handle string) (jobwatch.Job, bool)
 }
 
 // DefaultConcurrency is the default number of Runners reconciled at once.
@@ -91,7 +100,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	return ctrl.Result{}, r.observePod(ctx, fj, &runner, pod)
+	if err := r.observePod(ctx, fj, &runner, pod); err != nil {
+		return ctrl.Result{}, err
+	}
+	return r.observeJob(ctx, &runner)
 }
 
 func ended(runner *v1alpha1.Runner) bool {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -219,4 +222,28 @@ const DescriptionPrefix = "managed by forgejo-runner-operator"
 // recognised and removed.
 func Description(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) string {
 	return fmt.Sprintf("%s; pool=%s/%s; pool-uid=%s; runner=%s", DescriptionPrefix, pool.Namespace, pool.Name, pool.UID, runner.Name)
+}
+
+// jobCheckInterval is how often an idle runner bound to a job looks whether its job was picked.
+const jobCheckInterval = 2 * time.Second
+
+// observeJob marks a running runner Busy once its job is seen running (by a poll or a webhook),
+// so `kubectl get runners` tells waiting runners from working ones.
+func (r *Reconciler) observeJob(ctx context.Context, runner *v1alpha1.Runner) (ctrl.Result, error) {
+	if r.Jobs == nil || runner.Spec.Job == nil || runner.Status.Phase != v1alpha1.RunnerIdle {
+		return ctrl.Result{}, nil
+	}
+	job, ok := r.Jobs.Job(types.NamespacedName{Namespace: runner.Namespace, Name: runner.Spec.PoolName}, runner.Spec.Job.Handle)
+	if !ok || job.Status != "running" {
+		return ctrl.Result{RequeueAfter: jobCheckInterval}, nil
+	}
+	runner.Status.Phase = v1alpha1.RunnerBusy
+	meta.SetStatusCondition(&runner.Status.Conditions, metav1.Condition{
+		Type: "JobPicked", Status: metav1.ConditionTrue, Reason: "JobRunning", ObservedGeneration: runner.Generation,
+		Message: fmt.Sprintf("job %d is running", job.ID),
+	})
+	if err := r.Client.Status().Update(ctx, runner); err != nil {
+		return ctrl.Result{}, fmt.Errorf("mark runner %s busy: %w", runner.Name, err)
+	}
+	return ctrl.Result{}, nil
 }
