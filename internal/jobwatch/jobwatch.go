@@ -121,6 +121,7 @@ type poller struct {
 	// Last poll's result.
 	jobs     map[string]Job       // by handle; jobs without a handle are left out
 	gone     map[string]time.Time // handles that left the list, and when
+	done     map[string]time.Time // handles a pool saw run to the end, and when
 	polledAt time.Time
 	err      error
 }
@@ -294,6 +295,36 @@ func (w *Watcher) Job(pool types.NamespacedName, handle string) (Job, bool) {
 	return job, ok
 }
 
+// Finished records that a runner of the pool ran the job with this handle to its end, so that
+// the job stops counting as demand at once, although the last poll (or one on its way) still
+// lists it as waiting.
+func (w *Watcher) Finished(pool types.NamespacedName, handle string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	reg, ok := w.pools[pool]
+	if !ok {
+		return
+	}
+	now := w.now()
+	for conn, p := range w.pollers {
+		if conn.URL != reg.conn.URL {
+			continue
+		}
+		if p.done == nil {
+			p.done = map[string]time.Time{}
+		}
+		p.done[handle] = now
+		if job, known := p.jobs[handle]; known {
+			delete(p.jobs, handle)
+			if p.gone == nil {
+				p.gone = map[string]time.Time{}
+			}
+			p.gone[handle] = now
+			w.stoppedRunningLocked(job, now)
+		}
+	}
+}
+
 // candidatesLocked are the pools on the same instance whose connection saw the job.
 func (w *Watcher) candidatesLocked(url, handle string) []matching.Pool {
 	var out []matching.Pool
@@ -370,6 +401,10 @@ func (w *Watcher) pollOnce(ctx context.Context, conn Connection, p *poller, log 
 			// Created before the upgrade to Forgejo 15: no runner can be bound to it.
 			continue
 		}
+		if doneAt, ok := p.done[j.Handle]; ok && doneAt.After(started) {
+			// This list left Forgejo before the job's runner finished it.
+			continue
+		}
 		job := Job{ID: j.ID, Attempt: j.Attempt, Handle: j.Handle, RunsOn: j.RunsOn, Status: j.Status, TaskID: j.TaskID, SeenAt: now}
 		prev, known := p.jobs[j.Handle]
 		if known {
@@ -403,6 +438,11 @@ func (w *Watcher) pollOnce(ctx context.Context, conn Connection, p *poller, log 
 	for handle, at := range p.gone {
 		if _, back := next[handle]; back || now.Sub(at) > GoneMemory {
 			delete(p.gone, handle)
+		}
+	}
+	for handle, at := range p.done {
+		if now.Sub(at) > GoneMemory {
+			delete(p.done, handle)
 		}
 	}
 	p.jobs, p.polledAt, p.err = next, now, nil

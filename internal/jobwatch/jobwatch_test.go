@@ -324,3 +324,18 @@ func TestPrometheusTimingsRegisterOnce(t *testing.T) {
 		t.Fatal("queue wait histogram missing or empty")
 	}
 }
+
+func TestFinishedJobStopsBeingDemandAtOnce(t *testing.T) {
+	f := newFixture(t)
+	jobs, err := f.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pool("p", v1alpha1.ScopeGlobal, "docker")
+	f.watcher.Register(p, jobwatch.NewConnection(f.url, "global", "admin"), f.client(t, "admin", forgejo.GlobalScope()))
+	waitFor(t, "the job as demand", func() bool { return len(f.watcher.Demand(p.Key).Assigned) == 1 })
+	f.watcher.Finished(p.Key, jobs[0].Handle)
+	if d := f.watcher.Demand(p.Key); len(d.Assigned) != 0 {
+		t.Fatalf("a finished job is still demand: %v", d.Assigned)
+	}
+}

@@ -80,6 +80,9 @@ func (r *Reconciler) retireEnded(ctx context.Context, pool *v1alpha1.RunnerPool,
 	}
 	for _, rn := range ended {
 		status.RecentRunners = AddRecord(status.RecentRunners, Record(&rn), historyLimit(pool))
+		if rn.Spec.Job != nil && rn.Status.Outcome == v1alpha1.OutcomeSucceeded {
+			r.Watcher.Finished(client.ObjectKeyFromObject(pool), rn.Spec.Job.Handle)
+		}
 	}
 	if err := r.updateStatus(ctx, pool, status); err != nil {
 		return nil, err
