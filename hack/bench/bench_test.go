@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -61,5 +63,39 @@ func TestSummarizeLogGroupsErrors(t *testing.T) {
 	got := summarizeLog(path)
 	if !strings.Contains(got, "4 lines") || !strings.Contains(got, "2× Reconciler error: conflict; 1× Reconciler error: boom") {
 		t.Errorf("summarizeLog = %q", got)
+	}
+}
+
+func TestParseFlagsPaths(t *testing.T) {
+	for args, want := range map[string][]string{"": {"poll", "webhook"}, "-paths=webhook,poll": {"webhook", "poll"}, "-paths=poll": {"poll"}} {
+		cfg, err := parseFlags(strings.Fields(args))
+		if err != nil || !slices.Equal(cfg.paths, want) {
+			t.Errorf("parseFlags(%q) = %q, %v; want %q", args, cfg.paths, err, want)
+		}
+	}
+	for _, bad := range []string{"-paths=", "-paths=poll,poll", "-paths=hooks"} {
+		if _, err := parseFlags([]string{bad}); err == nil {
+			t.Errorf("parseFlags(%q) took it", bad)
+		}
+	}
+}
+
+func TestPrintResultsSideBySide(t *testing.T) {
+	all := []*results{
+		{Path: "poll", Complete: true, Phases: []phase{{Name: "queued → Running", P50: 7000}}},
+		{Path: "webhook", Complete: true, Phases: []phase{{Name: "queued → Running", P50: 300}}},
+	}
+	var out bytes.Buffer
+	if err := printResults(&out, all, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"=== poll path ===", "=== webhook path ===", "path  poll  webhook", "queued → Running p50 ms  7000      300"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	if err := printResults(&out, all, true); err != nil || !strings.HasPrefix(out.String(), "[") {
+		t.Errorf("JSON output is not an array (%v):\n%s", err, out.String())
 	}
 }

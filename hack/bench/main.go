@@ -2,8 +2,12 @@
 // program, not a timed test, so it never fails on a slow machine (DESIGN.md §6). It starts a
 // simulated cluster, the Forgejo simulator behind a request counter, the operator built from
 // this checkout as a subprocess (so its CPU time and peak memory are its own), and the runner
-// player; creates one global pool; queues -jobs jobs at once; and times each job through queued →
-// runner pod created → pod Running → job picked → job done, until every runner is gone.
+// player. Then, for each of -paths in turn, it starts a fresh operator, creates a global pool in a
+// namespace of its own, queues -jobs jobs at once, and times each job through queued → runner pod
+// created → pod Running → job picked → job done, until every runner is gone and the pool deleted.
+// The poll path has the operator learn of jobs only by polling; the webhook path also has the
+// simulator deliver signed job events to the operator's webhook receiver. The figures of the
+// paths are printed one after the other and then side by side.
 // `make bench` runs it; BENCH_ARGS passes flags.
 package main
 
@@ -14,11 +18,20 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 )
 
+// The paths by which jobs can reach the operator; -paths picks them.
+const (
+	pathPoll    = "poll"
+	pathWebhook = "webhook"
+)
+
 type config struct {
+	paths      []string
 	jobs       int
 	poll       time.Duration
 	task       time.Duration
@@ -47,7 +60,10 @@ func main() {
 
 func parseFlags(args []string) (config, error) {
 	var cfg config
+	var paths string
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.StringVar(&paths, "paths", pathPoll+","+pathWebhook, "Comma-separated paths to run a burst through, in order: "+
+		pathPoll+" (the operator only polls) and "+pathWebhook+" (Forgejo also sends job webhooks).")
 	fs.IntVar(&cfg.jobs, "jobs", 100, "Jobs queued at once.")
 	fs.DurationVar(&cfg.poll, "poll", 10*time.Second, "The operator's --poll-interval (at least 1s, as the operator requires).")
 	fs.DurationVar(&cfg.task, "task", 100*time.Millisecond, "How long each simulated job runs.")
@@ -66,6 +82,16 @@ func parseFlags(args []string) (config, error) {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	var errs []error
+	for _, p := range strings.Split(paths, ",") {
+		switch {
+		case p != pathPoll && p != pathWebhook:
+			errs = append(errs, fmt.Errorf("-paths: unknown path %q (want %s or %s)", p, pathPoll, pathWebhook))
+		case slices.Contains(cfg.paths, p):
+			errs = append(errs, fmt.Errorf("-paths: %s named twice", p))
+		default:
+			cfg.paths = append(cfg.paths, p)
+		}
+	}
 	if cfg.jobs < 1 || cfg.jobs > 10000 {
 		errs = append(errs, fmt.Errorf("-jobs must be within 1..10000 (the simulator's limit), got %d", cfg.jobs))
 	}
@@ -101,9 +127,9 @@ func benchMain(cfg config) int {
 		stopSignals()
 	}()
 
-	res, err := run(ctx, cfg)
-	if res != nil {
-		if perr := res.print(os.Stdout, cfg.jsonOut); perr != nil {
+	all, err := run(ctx, cfg)
+	if len(all) > 0 {
+		if perr := printResults(os.Stdout, all, cfg.jsonOut); perr != nil {
 			fmt.Fprintf(os.Stderr, "bench: print figures: %v\n", perr)
 		}
 	}

@@ -193,14 +193,14 @@ type podTimes struct {
 	gone    time.Time
 }
 
-func watchPods(ctx context.Context, c *cluster.Cluster) (*podObserver, func(), error) {
+func watchPods(ctx context.Context, c *cluster.Cluster, ns string) (*podObserver, func(), error) {
 	cs, err := kubernetes.NewForConfig(c.Config)
 	if err != nil {
 		return nil, nil, fmt.Errorf("make a Kubernetes client: %w", err)
 	}
 	o := &podObserver{byHandle: map[string]*podTimes{}, handles: map[types.UID]string{}, present: map[types.UID]bool{}}
 	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0,
-		informers.WithNamespace(namespace),
+		informers.WithNamespace(ns),
 		informers.WithTweakListOptions(func(lo *metav1.ListOptions) {
 			lo.LabelSelector = runnerpod.LabelAppName + "=" + runnerpod.AppName
 		}))

@@ -46,22 +46,24 @@ type operatorProcess struct {
 // it through controller-runtime as it loads the in-cluster config, with client-side rate
 // limiting off, whereas --kubeconfig keeps client-go's default of 5 requests/s (burst 10), which
 // a production operator does not have. kubeconfigFlag measures the latter, which `make dev` runs.
-func startOperator(ctx context.Context, bin, dir, kubeconfig string, kubeconfigFlag bool, poll time.Duration) (*operatorProcess, error) {
+// Its log is operator-<name>.log; webhookAddr is its --webhook-bind-address ("0" for none).
+func startOperator(ctx context.Context, bin, dir, name, kubeconfig string, kubeconfigFlag bool, poll time.Duration, webhookAddr string) (*operatorProcess, error) {
 	probeAddr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	logPath := filepath.Join(dir, "operator.log")
+	logPath := filepath.Join(dir, "operator-"+name+".log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, fmt.Errorf("open the operator log: %w", err)
 	}
 	args := []string{
 		"--leader-elect=true",
-		"--leader-election-namespace=" + namespace,
+		"--leader-election-namespace=" + leaseNamespace,
 		"--metrics-bind-address=0",
 		"--health-probe-bind-address=" + probeAddr,
 		"--poll-interval=" + poll.String(),
+		"--webhook-bind-address=" + webhookAddr,
 	}
 	cmd := exec.Command(bin, args...)
 	if kubeconfigFlag {
@@ -116,16 +118,16 @@ func ready(ctx context.Context, url string) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-// freeAddr picks a free loopback port. Another process could take it before the operator binds
-// it; the operator then fails to start and says so.
+// freeAddr picks a free loopback port for the operator to listen on. Another process could take
+// it before the operator binds it; the operator then fails to start and says so.
 func freeAddr() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", fmt.Errorf("find a free port for the operator's probes: %w", err)
+		return "", fmt.Errorf("find a free port for the operator: %w", err)
 	}
 	addr := ln.Addr().String()
 	if err := ln.Close(); err != nil {
-		return "", fmt.Errorf("find a free port for the operator's probes: %w", err)
+		return "", fmt.Errorf("find a free port for the operator: %w", err)
 	}
 	return addr, nil
 }

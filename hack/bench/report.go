@@ -16,6 +16,8 @@ import (
 
 // results are the figures of one burst; JSON with -json.
 type results struct {
+	// Path is how the jobs reached the operator: pathPoll or pathWebhook.
+	Path         string  `json:"path"`
 	Complete     bool    `json:"complete"`
 	Jobs         int     `json:"jobs"`
 	Succeeded    int     `json:"succeeded"`
@@ -82,7 +84,7 @@ type podFigures struct {
 	ArgParseErrors []string `json:"arg_parse_errors,omitempty"`
 }
 
-func (b *burst) results(queuedAfter time.Duration) (*results, error) {
+func (b *burst) results(path string, queuedAfter time.Duration) (*results, error) {
 	state := b.sim.State()
 	jobs := map[int64]forgejosim.Job{}
 	for _, j := range state.Jobs {
@@ -95,14 +97,14 @@ func (b *burst) results(queuedAfter time.Duration) (*results, error) {
 	byHandle, podCount, peak, parseErrs := b.pods.snapshot()
 
 	r := &results{
-		Complete: !b.gone.IsZero(), Jobs: len(b.queued),
+		Path: path, Complete: !b.gone.IsZero(), Jobs: len(b.queued),
 		PollInterval: b.cfg.poll.String(), TaskDuration: b.cfg.task.String(), Nodes: b.cfg.nodes,
 		MaxRunners: b.cfg.maxRunners, CPUs: runtime.NumCPU(), QueuedAfter: ms(queuedAfter),
 		KubeClient: "$KUBECONFIG, no client-side rate limit",
 		Pods:       podFigures{Created: podCount, PeakLive: peak, ArgParseErrors: parseErrs},
 	}
-	names := []string{"queued → pod seen", "pod → Running", "Running → job picked", "queued → job picked",
-		"picked → done", "queued → done", "done → pod gone"}
+	names := []string{"queued → pod seen", "pod → Running", "queued → Running", "Running → job picked",
+		"queued → job picked", "picked → done", "queued → done", "done → pod gone"}
 	samples := make([][]time.Duration, len(names))
 	add := func(i int, from, to time.Time) {
 		if !from.IsZero() && !to.IsZero() {
@@ -138,11 +140,12 @@ func (b *burst) results(queuedAfter time.Duration) (*results, error) {
 		}
 		add(0, j.Created, pt.seen)
 		add(1, pt.seen, pt.running)
-		add(2, pt.running, j.Started)
-		add(3, j.Created, j.Started)
-		add(4, j.Started, j.Stopped)
-		add(5, j.Created, j.Stopped)
-		add(6, j.Stopped, pt.gone)
+		add(2, j.Created, pt.running)
+		add(3, pt.running, j.Started)
+		add(4, j.Created, j.Started)
+		add(5, j.Started, j.Stopped)
+		add(6, j.Created, j.Stopped)
+		add(7, j.Stopped, pt.gone)
 	}
 	for h, pt := range byHandle {
 		if !ours[h] {
@@ -206,16 +209,73 @@ func summarize(name string, d []time.Duration) phase {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-func (r *results) print(w io.Writer, asJSON bool) error {
+// printResults prints every path's figures, as a JSON array with asJSON; otherwise one path after
+// the other, then the main figures of all side by side.
+func printResults(w io.Writer, all []*results, asJSON bool) error {
 	if asJSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		return enc.Encode(r)
+		return enc.Encode(all)
 	}
+	for _, r := range all {
+		if err := r.print(w); err != nil {
+			return err
+		}
+		_, _ = fmt.Fprintln(w)
+	}
+	if len(all) < 2 {
+		return nil
+	}
+	return printSideBySide(w, all)
+}
+
+// printSideBySide prints a column of figures per path.
+func printSideBySide(w io.Writer, all []*results) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	row := func(name string, value func(*results) string) {
+		_, _ = fmt.Fprint(tw, name, "\t")
+		for _, r := range all {
+			_, _ = fmt.Fprint(tw, value(r), "\t")
+		}
+		_, _ = fmt.Fprintln(tw)
+	}
+	row("path", func(r *results) string { return r.Path })
+	row("complete", func(r *results) string { return fmt.Sprint(r.Complete) })
+	for _, name := range []string{"queued → pod seen", "queued → Running", "queued → job picked", "queued → done"} {
+		for i, q := range []string{"p50", "p95", "p99"} {
+			row(name+" "+q+" ms", func(r *results) string {
+				p := r.phase(name)
+				return fmt.Sprintf("%.0f", []float64{p.P50, p.P95, p.P99}[i])
+			})
+		}
+	}
+	row("jobs/s", func(r *results) string { return fmt.Sprintf("%.2f", r.JobsPerSecond) })
+	row("operator REST calls/job", func(r *results) string { return fmt.Sprintf("%.2f", r.API.OperatorRESTPerJob) })
+	row("jobs polls", func(r *results) string { return fmt.Sprint(r.API.JobsPolls) })
+	row("operator CPU ms/job", func(r *results) string { return fmt.Sprintf("%.1f", r.Operator.CPUPerJobMS) })
+	row("operator peak RSS MiB", func(r *results) string { return fmt.Sprintf("%.1f", r.Operator.PeakRSSMiB) })
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("write the side-by-side table: %w", err)
+	}
+	return nil
+}
+
+// phase returns the phase named name; a zero one if there is none.
+func (r *results) phase(name string) phase {
+	for _, p := range r.Phases {
+		if p.Name == name {
+			return p
+		}
+	}
+	return phase{Name: name}
+}
+
+func (r *results) print(w io.Writer) error {
 	status := "complete"
 	if !r.Complete {
 		status = "INCOMPLETE (timed out or interrupted; figures cover what finished)"
 	}
+	_, _ = fmt.Fprintf(w, "=== %s path ===\n", r.Path)
 	_, _ = fmt.Fprintf(w, "burst of %d jobs: poll %s, task %s, %d nodes, maxRunners %d, %d CPUs — %s\n",
 		r.Jobs, r.PollInterval, r.TaskDuration, r.Nodes, r.MaxRunners, r.CPUs, status)
 	_, _ = fmt.Fprintf(w, "operator's kubeconfig from %s\n", r.KubeClient)

@@ -11,26 +11,29 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejosim"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/operator"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/runnerpod"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/cluster"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/runnerplay"
 )
 
 const (
-	namespace  = "default"
-	poolName   = "bench"
-	adminToken = "bench-admin-token"
+	leaseNamespace = "default"
+	poolName       = "bench"
+	adminToken     = "bench-admin-token"
+	webhookSecret  = "bench-webhook-secret"
 )
 
-// run sets everything up, runs one burst and tears everything down again. Figures are returned
-// even when the burst did not finish, so that a stuck run still shows how far it got.
-func run(ctx context.Context, cfg config) (res *results, err error) {
+// run sets everything up, runs one burst per path and tears everything down again. Figures are
+// returned even when a burst did not finish, so that a stuck run still shows how far it got.
+func run(ctx context.Context, cfg config) (all []*results, err error) {
 	root, err := cluster.RepoRoot()
 	if err != nil {
 		return nil, fmt.Errorf("find the repository: %w", err)
@@ -55,46 +58,34 @@ func run(ctx context.Context, cfg config) (res *results, err error) {
 		}
 	}()
 
-	bin := cfg.operatorBin
-	if bin == "" {
+	e := &env{cfg: cfg, dir: dir, bin: cfg.operatorBin, counter: newAPICounter()}
+	if e.bin == "" {
 		// Built before the cluster starts, so the compiler does not compete with it.
 		logf("building the operator")
-		if bin, err = buildOperator(ctx, root, dir); err != nil {
+		if e.bin, err = buildOperator(ctx, root, dir); err != nil {
 			return nil, err
 		}
 	}
 	logf("starting the simulated cluster (%d nodes)", cfg.nodes)
-	c, err := cluster.Start(ctx, cluster.Options{Nodes: cfg.nodes, Dir: filepath.Join(dir, "cluster"), KeepDir: true})
+	e.cluster, err = cluster.Start(ctx, cluster.Options{Nodes: cfg.nodes, Dir: filepath.Join(dir, "cluster"), KeepDir: true})
 	if err != nil {
 		return nil, fmt.Errorf("start the simulated cluster: %w", err)
 	}
 	cleanups = append(cleanups, func() {
-		if err := c.Stop(); err != nil {
+		if err := e.cluster.Stop(); err != nil {
 			logf("stop the cluster: %v", err)
 		}
 	})
 
-	counter := newAPICounter()
-	sim, forgejoURL, closeSim, err := startForgejo(counter)
+	sim, forgejoURL, closeSim, err := startForgejo(e.counter)
 	if err != nil {
 		return nil, err
 	}
+	e.sim, e.forgejoURL = sim, forgejoURL
 	cleanups = append(cleanups, closeSim)
 
-	op, err := startOperator(ctx, bin, dir, c.Kubeconfig, cfg.kubeconfigFlag, cfg.poll)
-	if err != nil {
-		return nil, err
-	}
-	cleanups = append(cleanups, op.stop)
-
-	pods, stopPods, err := watchPods(ctx, c)
-	if err != nil {
-		return nil, err
-	}
-	cleanups = append(cleanups, stopPods)
-
 	playCtx, stopPlaying := context.WithCancel(context.Background())
-	player := &runnerplay.Player{Cluster: c, TaskDuration: cfg.task}
+	player := &runnerplay.Player{Cluster: e.cluster, TaskDuration: cfg.task}
 	played := make(chan struct{})
 	go func() {
 		defer close(played)
@@ -105,29 +96,87 @@ func run(ctx context.Context, cfg config) (res *results, err error) {
 		<-played
 	})
 
-	if err := createPool(ctx, c, forgejoURL, cfg.maxRunners); err != nil {
+	for _, path := range cfg.paths {
+		res, err := e.runPath(ctx, path)
+		if res != nil {
+			all = append(all, res)
+		}
+		if err != nil {
+			return all, fmt.Errorf("%s path: %w", path, err)
+		}
+	}
+	return all, nil
+}
+
+// env is what the paths' bursts share: the cluster, the simulator and its request counter.
+type env struct {
+	cfg        config
+	dir, bin   string
+	cluster    *cluster.Cluster
+	sim        *forgejosim.Server
+	forgejoURL string
+	counter    *apiCounter
+}
+
+// runPath runs one burst through path with an operator of its own and a pool in a namespace of
+// its own, and deletes the pool afterwards, so that the next path starts from nothing.
+func (e *env) runPath(ctx context.Context, path string) (res *results, err error) {
+	logf("%s path: starting the operator", path)
+	ns := "bench-" + path
+	if err := e.cluster.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		return nil, fmt.Errorf("create namespace %s: %w", ns, err)
+	}
+	webhookAddr := "0"
+	if path == pathWebhook {
+		if webhookAddr, err = freeAddr(); err != nil {
+			return nil, err
+		}
+		hook, err := e.sim.AddHook(forgejosim.HookConfig{
+			URL: "http://" + webhookAddr + operator.WebhookPath, Secret: webhookSecret, Scope: forgejosim.InstanceScope(),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("add the simulator's webhook: %w", err)
+		}
+		defer func() { _ = e.sim.RemoveHook(hook.ID) }()
+	}
+	// Polls before this operator starts are an earlier path's.
+	before := e.counter.snapshot()
+	op, err := startOperator(ctx, e.bin, e.dir, path, e.cluster.Kubeconfig, e.cfg.kubeconfigFlag, e.cfg.poll, webhookAddr)
+	if err != nil {
 		return nil, err
 	}
-	offset, err := waitForPollPhase(ctx, counter, cfg.poll, op)
+	defer op.stop()
+
+	pods, stopPods, err := watchPods(ctx, e.cluster, ns)
+	if err != nil {
+		return nil, err
+	}
+	defer stopPods()
+
+	pool, err := createPool(ctx, e.cluster, ns, e.forgejoURL, e.cfg.maxRunners, path == pathWebhook)
+	if err != nil {
+		return nil, err
+	}
+	offset, err := waitForPollPhase(ctx, e.counter, before.JobsPolls, e.cfg.poll, op)
 	if err != nil {
 		return nil, err
 	}
 
-	b := &burst{cfg: cfg, cluster: c, sim: sim, counter: counter, pods: pods, op: op}
+	b := &burst{cfg: e.cfg, ns: ns, cluster: e.cluster, sim: e.sim, counter: e.counter, pods: pods, op: op}
 	b.opStart, err = op.stats()
 	if err != nil {
 		return nil, err
 	}
-	b.apiStart = counter.snapshot()
-	queued, err := sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}, Count: cfg.jobs})
+	b.apiStart = e.counter.snapshot()
+	queued, err := e.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}, Count: e.cfg.jobs})
 	if err != nil {
-		return nil, fmt.Errorf("queue %d jobs: %w", cfg.jobs, err)
+		return nil, fmt.Errorf("queue %d jobs: %w", e.cfg.jobs, err)
 	}
 	b.queued = queued
-	logf("queued %d jobs %s after the operator's last jobs poll", cfg.jobs, offset.Round(time.Millisecond))
+	logf("%s path: queued %d jobs %s after the operator's last jobs poll", path, e.cfg.jobs, offset.Round(time.Millisecond))
 
 	waitErr := b.wait(ctx)
-	res, err = b.results(offset)
+	res, err = b.results(path, offset)
 	if err != nil {
 		return nil, errors.Join(waitErr, err)
 	}
@@ -136,20 +185,22 @@ func run(ctx context.Context, cfg config) (res *results, err error) {
 		logf("operator log: %s (%s)", op.logPath, summarizeLog(op.logPath))
 		return res, waitErr
 	}
-	return res, nil
+	// While its operator still runs, to take the finalizer off.
+	return res, deletePool(ctx, e.cluster, pool)
 }
 
-// createPool applies a global pool whose token Secret holds the simulator's admin token.
-func createPool(ctx context.Context, c *cluster.Cluster, forgejoURL string, maxRunners int) error {
+// createPool applies a global pool in ns with a Secret holding the simulator's admin token and the
+// simulator hook's secret; with webhook, the pool's webhookSecretRef names the latter.
+func createPool(ctx context.Context, c *cluster.Cluster, ns, forgejoURL string, maxRunners int, webhook bool) (*v1alpha1.RunnerPool, error) {
 	secret := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: poolName + "-token", Namespace: namespace},
-		StringData: map[string]string{"token": adminToken},
+		ObjectMeta: metav1.ObjectMeta{Name: poolName + "-token", Namespace: ns},
+		StringData: map[string]string{"token": adminToken, "webhook": webhookSecret},
 	}
 	if err := c.Client.Create(ctx, secret); err != nil {
-		return fmt.Errorf("create the pool's token Secret: %w", err)
+		return nil, fmt.Errorf("create the pool's Secret: %w", err)
 	}
 	pool := &v1alpha1.RunnerPool{
-		ObjectMeta: metav1.ObjectMeta{Name: poolName, Namespace: namespace},
+		ObjectMeta: metav1.ObjectMeta{Name: poolName, Namespace: ns},
 		Spec: v1alpha1.RunnerPoolSpec{
 			Forgejo: v1alpha1.ForgejoConnection{
 				URL: forgejoURL, Scope: v1alpha1.ScopeGlobal,
@@ -160,19 +211,46 @@ func createPool(ctx context.Context, c *cluster.Cluster, forgejoURL string, maxR
 			History: v1alpha1.History{Limit: ptr.To[int32](10)},
 		},
 	}
-	if err := c.Client.Create(ctx, pool); err != nil {
-		return fmt.Errorf("create RunnerPool %s: %w", poolName, err)
+	if webhook {
+		pool.Spec.Forgejo.WebhookSecretRef = &v1alpha1.SecretKeySelector{Name: secret.Name, Key: "webhook"}
 	}
-	return nil
+	if err := c.Client.Create(ctx, pool); err != nil {
+		return nil, fmt.Errorf("create RunnerPool %s/%s: %w", ns, poolName, err)
+	}
+	return pool, nil
 }
 
-// waitForPollPhase waits for the operator's first jobs poll of the pool's connection, then until
+// deletePool deletes pool and waits until it is gone, so that the next path's operator does not
+// serve the next burst with it too.
+func deletePool(ctx context.Context, c *cluster.Cluster, pool *v1alpha1.RunnerPool) error {
+	if err := c.Client.Delete(ctx, pool); err != nil {
+		return fmt.Errorf("delete RunnerPool %s/%s: %w", pool.Namespace, pool.Name, err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := c.Client.Get(ctx, client.ObjectKeyFromObject(pool), &v1alpha1.RunnerPool{})
+		switch {
+		case apierrors.IsNotFound(err):
+			return nil
+		case err != nil:
+			return fmt.Errorf("wait for RunnerPool %s/%s to be gone: %w", pool.Namespace, pool.Name, err)
+		case time.Now().After(deadline):
+			return fmt.Errorf("RunnerPool %s/%s was not gone a minute after its deletion", pool.Namespace, pool.Name)
+		}
+		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+			return fmt.Errorf("wait for RunnerPool %s/%s to be gone: %w", pool.Namespace, pool.Name, err)
+		}
+	}
+}
+
+// waitForPollPhase waits for the operator's first jobs poll of the pool's connection (the first
+// after polls jobs polls in all), then until
 // half a poll interval after the latest one. A burst queued there waits half an interval for the
 // next poll — the average over all moments it could arrive — so runs compare with each other.
 // Returns how long after the latest poll it is.
-func waitForPollPhase(ctx context.Context, counter *apiCounter, poll time.Duration, op *operatorProcess) (time.Duration, error) {
+func waitForPollPhase(ctx context.Context, counter *apiCounter, polls int, poll time.Duration, op *operatorProcess) (time.Duration, error) {
 	deadline := time.Now().Add(time.Minute)
-	for counter.snapshot().JobsPolls == 0 {
+	for counter.snapshot().JobsPolls <= polls {
 		if time.Now().After(deadline) {
 			return 0, fmt.Errorf("the operator did not list jobs within a minute of the pool's creation; see %s", op.logPath)
 		}
@@ -190,6 +268,7 @@ func waitForPollPhase(ctx context.Context, counter *apiCounter, poll time.Durati
 // burst is one queued burst of jobs and what is watched while it runs.
 type burst struct {
 	cfg     config
+	ns      string
 	cluster *cluster.Cluster
 	sim     *forgejosim.Server
 	counter *apiCounter
@@ -257,16 +336,16 @@ func (b *burst) wait(ctx context.Context) error {
 // leftInCluster describes the Runners, runner pods and runner token Secrets left; "" when none.
 func (b *burst) leftInCluster(ctx context.Context) (string, error) {
 	var runners v1alpha1.RunnerList
-	if err := b.cluster.Client.List(ctx, &runners, client.InNamespace(namespace)); err != nil {
+	if err := b.cluster.Client.List(ctx, &runners, client.InNamespace(b.ns)); err != nil {
 		return "", fmt.Errorf("list Runners: %w", err)
 	}
 	appLabel := client.MatchingLabels{runnerpod.LabelAppName: runnerpod.AppName}
 	var pods corev1.PodList
-	if err := b.cluster.Client.List(ctx, &pods, client.InNamespace(namespace), appLabel); err != nil {
+	if err := b.cluster.Client.List(ctx, &pods, client.InNamespace(b.ns), appLabel); err != nil {
 		return "", fmt.Errorf("list runner pods: %w", err)
 	}
 	var secrets corev1.SecretList
-	if err := b.cluster.Client.List(ctx, &secrets, client.InNamespace(namespace), appLabel); err != nil {
+	if err := b.cluster.Client.List(ctx, &secrets, client.InNamespace(b.ns), appLabel); err != nil {
 		return "", fmt.Errorf("list runner Secrets: %w", err)
 	}
 	if len(runners.Items)+len(pods.Items)+len(secrets.Items) == 0 {
@@ -292,7 +371,7 @@ func (b *burst) diagnose() string {
 	}
 	parts := []string{"jobs " + countsString(jobs), fmt.Sprintf("%d registrations", len(state.Runners))}
 	var runners v1alpha1.RunnerList
-	if err := b.cluster.Client.List(ctx, &runners, client.InNamespace(namespace)); err == nil {
+	if err := b.cluster.Client.List(ctx, &runners, client.InNamespace(b.ns)); err == nil {
 		phases := map[string]int{}
 		for _, r := range runners.Items {
 			phases[string(r.Status.Phase)]++
@@ -300,7 +379,7 @@ func (b *burst) diagnose() string {
 		parts = append(parts, fmt.Sprintf("%d Runners %s", len(runners.Items), countsString(phases)))
 	}
 	var pods corev1.PodList
-	if err := b.cluster.Client.List(ctx, &pods, client.InNamespace(namespace),
+	if err := b.cluster.Client.List(ctx, &pods, client.InNamespace(b.ns),
 		client.MatchingLabels{runnerpod.LabelAppName: runnerpod.AppName}); err == nil {
 		phases := map[string]int{}
 		for _, p := range pods.Items {
