@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -57,6 +58,15 @@ type Reconciler struct {
 	Now        func() time.Time
 
 	gc orphanCollector
+	// deleted remembers the Runners this controller deleted until the cache stops showing
+	// them: a reconcile on a stale cache must not count them, or it would delete others.
+	deleted sync.Map // types.UID -> time.Time
+}
+
+// deleteRunner deletes a Runner and remembers it as gone.
+func (r *Reconciler) deleteRunner(ctx context.Context, rn *v1alpha1.Runner) error {
+	r.deleted.Store(rn.UID, r.Now())
+	return r.Client.Delete(ctx, rn)
 }
 
 // Notify is the watcher's callback: it queues a reconcile of the pool.
@@ -193,10 +203,20 @@ func (r *Reconciler) listRunners(ctx context.Context, pool *v1alpha1.RunnerPool)
 	}
 	var owned []v1alpha1.Runner
 	for _, rn := range list.Items {
+		if _, gone := r.deleted.Load(rn.UID); gone && rn.DeletionTimestamp.IsZero() {
+			continue // deleted by us; the cache has not caught up
+		}
 		if rn.Spec.PoolName == pool.Name {
 			owned = append(owned, rn)
 		}
 	}
+	// The cache catches up within seconds; a minute is ample.
+	r.deleted.Range(func(key, at any) bool {
+		if r.Now().Sub(at.(time.Time)) > time.Minute {
+			r.deleted.Delete(key)
+		}
+		return true
+	})
 	return owned, nil
 }
 
@@ -206,7 +226,7 @@ func (r *Reconciler) finalize(ctx context.Context, pool *v1alpha1.RunnerPool, ru
 	if len(runners) > 0 {
 		for i := range runners {
 			if runners[i].DeletionTimestamp.IsZero() {
-				if err := r.Client.Delete(ctx, &runners[i]); client.IgnoreNotFound(err) != nil {
+				if err := r.deleteRunner(ctx, &runners[i]); client.IgnoreNotFound(err) != nil {
 					return reconcile.Result{}, fmt.Errorf("delete runner %s: %w", runners[i].Name, err)
 				}
 			}

@@ -67,7 +67,7 @@ func (r *Reconciler) endRunnersWithoutJob(ctx context.Context, pool *v1alpha1.Ru
 	}
 	for i := range ending {
 		// The Runner's finalizer deletes its registration; its pod and Secret go with it.
-		if err := r.Client.Delete(ctx, &ending[i]); client.IgnoreNotFound(err) != nil {
+		if err := r.deleteRunner(ctx, &ending[i]); client.IgnoreNotFound(err) != nil {
 			return nil, fmt.Errorf("end runner %s: %w", ending[i].Name, err)
 		}
 		logf.FromContext(ctx).Info("ended runner whose job is gone", "runner", ending[i].Name, "job", ending[i].Spec.Job.ID)
@@ -232,7 +232,7 @@ func (r *Reconciler) scaleDown(ctx context.Context, fj *forgejo.Client, pool *v1
 		return nil, err
 	}
 	for i := range removing {
-		if err := r.Client.Delete(ctx, &removing[i]); client.IgnoreNotFound(err) != nil {
+		if err := r.deleteRunner(ctx, &removing[i]); client.IgnoreNotFound(err) != nil {
 			return nil, fmt.Errorf("scale down runner %s: %w", removing[i].Name, err)
 		}
 		logf.FromContext(ctx).Info("scaled down warm runner", "runner", removing[i].Name)

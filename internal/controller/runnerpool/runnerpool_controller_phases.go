@@ -88,7 +88,7 @@ func (r *Reconciler) retireEnded(ctx context.Context, pool *v1alpha1.RunnerPool,
 		return nil, err
 	}
 	for i := range ended {
-		if err := r.Client.Delete(ctx, &ended[i]); client.IgnoreNotFound(err) != nil {
+		if err := r.deleteRunner(ctx, &ended[i]); client.IgnoreNotFound(err) != nil {
 			return nil, fmt.Errorf("delete ended runner %s: %w", ended[i].Name, err)
 		}
 		logf.FromContext(ctx).Info("runner retired", "runner", ended[i].Name, "outcome", ended[i].Status.Outcome)
