@@ -127,6 +127,11 @@ type RunnerStatus struct {
 	// outcome is how the runner ended, once it has.
 	// +optional
 	Outcome RunnerOutcome `json:"outcome,omitempty"`
+
+	// jobResult is the result Forgejo reported for the runner's job (success, failure,
+	// cancelled, skipped), when a webhook told it.
+	// +optional
+	JobResult string `json:"jobResult,omitempty"`
 }
 
 // Runner is one Forgejo runner managed by a RunnerPool.

@@ -428,6 +428,9 @@ type RunnerRecord struct {
 	FinishedAt *metav1.Time `json:"finishedAt,omitempty"`
 	// outcome is how the runner ended.
 	Outcome RunnerOutcome `json:"outcome"`
+	// jobResult is the result Forgejo reported for the job (success, failure, ...), when known.
+	// +optional
+	JobResult string `json:"jobResult,omitempty"`
 	// exitCode of the runner process, when it ran.
 	// +optional
 	ExitCode *int32 `json:"exitCode,omitempty"`

@@ -122,6 +122,7 @@ type poller struct {
 	jobs     map[string]Job       // by handle; jobs without a handle are left out
 	gone     map[string]time.Time // handles that left the list, and when
 	done     map[string]time.Time // handles a pool saw run to the end, and when
+	results  map[string]string    // final job statuses webhooks reported, by handle
 	polledAt time.Time
 	err      error
 }
@@ -325,6 +326,24 @@ func (w *Watcher) Finished(pool types.NamespacedName, handle string) {
 	}
 }
 
+// Result returns the final status a webhook reported for a pool's job, if one did.
+func (w *Watcher) Result(pool types.NamespacedName, handle string) (string, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	reg, ok := w.pools[pool]
+	if !ok {
+		return "", false
+	}
+	for conn, p := range w.pollers {
+		if conn.URL == reg.conn.URL {
+			if result, ok := p.results[handle]; ok {
+				return result, true
+			}
+		}
+	}
+	return "", false
+}
+
 // candidatesLocked are the pools on the same instance whose connection saw the job.
 func (w *Watcher) candidatesLocked(url, handle string) []matching.Pool {
 	var out []matching.Pool
@@ -445,6 +464,13 @@ func (w *Watcher) pollOnce(ctx context.Context, conn Connection, p *poller, log 
 			delete(p.done, handle)
 		}
 	}
+	for handle := range p.results {
+		if _, gone := p.gone[handle]; !gone {
+			if _, listed := next[handle]; !listed {
+				delete(p.results, handle) // forgotten with its gone entry
+			}
+		}
+	}
 	p.jobs, p.polledAt, p.err = next, now, nil
 	w.mu.Unlock()
 	if changed {
@@ -558,6 +584,10 @@ func (w *Watcher) offerLocked(p *poller, job Job, now time.Time) bool {
 		p.jobs[handle] = job
 		return true
 	case "success", "failure", "cancelled", "skipped":
+		if p.results == nil {
+			p.results = map[string]string{}
+		}
+		p.results[handle] = job.Status
 		if isGone {
 			return false
 		}

@@ -90,6 +90,25 @@ func TestWebhooksAloneServeJobs(t *testing.T) {
 	if accepted < len(jobs) {
 		t.Fatalf("%d waiting deliveries accepted, want %d", accepted, len(jobs))
 	}
+	// The completed events tell the job's result; a runner that ended before its event came
+	// has none, but none may have a wrong one.
+	eventually.True(t, time.Minute, "every runner recorded", func() (bool, string) {
+		n := len(w.pool(t, "hooked").Status.RecentRunners)
+		return n == len(jobs), fmt.Sprintf("%d records", n)
+	})
+	withResult := 0
+	for _, rec := range w.pool(t, "hooked").Status.RecentRunners {
+		switch rec.JobResult {
+		case "success":
+			withResult++
+		case "":
+		default:
+			t.Errorf("runner %s recorded job result %q, want success", rec.Name, rec.JobResult)
+		}
+	}
+	if withResult == 0 {
+		t.Errorf("no runner recorded its job's result from the completed events")
+	}
 }
 
 // With every webhook dropped, the poller still serves every job.

@@ -42,6 +42,7 @@ type Reconciler struct {
 // JobSource is what the Runner controller asks about a runner's job; *jobwatch.Watcher is one.
 type JobSource interface {
 	Job(pool types.NamespacedName, handle string) (jobwatch.Job, bool)
+	Result(pool types.NamespacedName, handle string) (string, bool)
 }
 
 // DefaultConcurrency is the default number of Runners reconciled at once.

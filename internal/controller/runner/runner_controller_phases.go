@@ -121,6 +121,11 @@ func (r *Reconciler) observePod(ctx context.Context, fj *forgejo.Client, runner 
 		runner.Status.FinishedAt = &now
 		runner.Status.ExitCode = exitCode
 		runner.Status.Outcome = outcome
+		if r.Jobs != nil && runner.Spec.Job != nil {
+			if result, ok := r.Jobs.Result(types.NamespacedName{Namespace: runner.Namespace, Name: runner.Spec.PoolName}, runner.Spec.Job.Handle); ok {
+				runner.Status.JobResult = result
+			}
+		}
 		runner.Status.Phase = v1alpha1.RunnerFinished
 		if outcome == v1alpha1.OutcomeFailed || outcome == v1alpha1.OutcomeError {
 			runner.Status.Phase = v1alpha1.RunnerFailed

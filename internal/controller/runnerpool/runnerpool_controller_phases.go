@@ -79,7 +79,12 @@ func (r *Reconciler) retireEnded(ctx context.Context, pool *v1alpha1.RunnerPool,
 		return live, nil
 	}
 	for _, rn := range ended {
-		status.RecentRunners = AddRecord(status.RecentRunners, Record(&rn), historyLimit(pool))
+		rec := Record(&rn)
+		if rec.JobResult == "" && rec.Handle != "" {
+			// The job's completed event may have come after the runner's pod ended.
+			rec.JobResult, _ = r.Watcher.Result(client.ObjectKeyFromObject(pool), rec.Handle)
+		}
+		status.RecentRunners = AddRecord(status.RecentRunners, rec, historyLimit(pool))
 		if rn.Spec.Job != nil && rn.Status.Outcome == v1alpha1.OutcomeSucceeded {
 			r.Watcher.Finished(client.ObjectKeyFromObject(pool), rn.Spec.Job.Handle)
 		}
@@ -112,6 +117,7 @@ func Record(rn *v1alpha1.Runner) v1alpha1.RunnerRecord {
 		StartedAt:  rn.Status.StartedAt,
 		FinishedAt: rn.Status.FinishedAt,
 		Outcome:    rn.Status.Outcome,
+		JobResult:  rn.Status.JobResult,
 		ExitCode:   rn.Status.ExitCode,
 	}
 	if rec.Outcome == "" {
