@@ -24,7 +24,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
-	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejo"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejosim"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/operator"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/runnerpod"
@@ -206,15 +205,7 @@ func TestEveryJobGetsItsOwnRunnerAndNothingIsLeft(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	eventually.True(t, 3*time.Minute, "every job to succeed", func() (bool, string) {
-		done := 0
-		for _, j := range queued {
-			if got, _ := w.sim.Job(j.ID); got.Status == forgejosim.JobSuccess {
-				done++
-			}
-		}
-		return done == jobs, fmt.Sprintf("%d of %d jobs succeeded", done, jobs)
-	})
+	eventually.True(t, 3*time.Minute, "every job to succeed", w.allSucceeded(queued))
 	eventually.True(t, time.Minute, "nothing left behind", func() (bool, string) {
 		state := w.sim.State()
 		var runners v1alpha1.RunnerList
@@ -241,15 +232,7 @@ func TestEveryJobGetsItsOwnRunnerAndNothingIsLeft(t *testing.T) {
 	}
 
 	// The simulator numbers registrations in order: one more shows how many were ever made.
-	fj, err := forgejo.New(forgejo.Config{BaseURL: w.url, Token: "admin-token", Scope: forgejo.GlobalScope()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	probe, err := fj.RegisterRunner(t.Context(), "probe", "counts registrations", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if made := probe.ID - 1; made != jobs {
+	if made := w.registrationsMade(t); made != jobs {
 		t.Errorf("%d registrations were made for %d jobs, want one each", made, jobs)
 	}
 

@@ -232,15 +232,7 @@ func TestOperatorRestartMidBurstDuplicatesAndLeaksNothing(t *testing.T) {
 	w.stopOperator()
 	w.startOperator(t)
 
-	eventually.True(t, 3*time.Minute, "every job to succeed", func() (bool, string) {
-		done := 0
-		for _, j := range queued {
-			if got, _ := w.sim.Job(j.ID); got.Status == forgejosim.JobSuccess {
-				done++
-			}
-		}
-		return done == n, fmt.Sprintf("%d of %d", done, n)
-	})
+	eventually.True(t, 3*time.Minute, "every job to succeed", w.allSucceeded(queued))
 	eventually.True(t, time.Minute, "nothing left", func() (bool, string) {
 		regs, runners, pods := w.leftovers(t, "restart")
 		return regs == 0 && runners == 0 && pods == 0, fmt.Sprintf("%d registrations, %d runners, %d pods", regs, runners, pods)
@@ -404,15 +396,7 @@ func TestFinishedJobGetsNoSecondRunnerFromAnOldPoll(t *testing.T) {
 		return regs == 0 && runners == 0 && pods == 0, fmt.Sprintf("%d registrations, %d runners, %d pods", regs, runners, pods)
 	})
 	time.Sleep(testOptions.PollInterval) // one more poll: a duplicate would be created from the old one before it
-	fj, err := forgejo.New(forgejo.Config{BaseURL: w.url, Token: "admin-token", Scope: forgejo.GlobalScope()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	probe, err := fj.RegisterRunner(t.Context(), "probe", "counts registrations", true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if made := probe.ID - 1; made != int64(len(jobs)) {
+	if made := w.registrationsMade(t); made != int64(len(jobs)) {
 		t.Fatalf("%d registrations were made for %d jobs, want one each", made, len(jobs))
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/controller/runnerpool"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejo"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejosim"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/operator"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/eventually"
@@ -130,4 +131,19 @@ func webhookSecretObject(pool string) *corev1.Secret {
 		ObjectMeta: metav1.ObjectMeta{Name: pool + "-webhook", Namespace: "default"},
 		StringData: map[string]string{"secret": webhookSecret},
 	}
+}
+
+// registrationsMade counts the registrations ever made in the simulator, which numbers them in
+// order: one more registration shows the count.
+func (w *world) registrationsMade(t *testing.T) int64 {
+	t.Helper()
+	fj, err := forgejo.New(forgejo.Config{BaseURL: w.url, Token: "admin-token", Scope: forgejo.GlobalScope()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe, err := fj.RegisterRunner(t.Context(), "probe", "counts registrations", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return probe.ID - 1
 }
