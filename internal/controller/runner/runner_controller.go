@@ -78,10 +78,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: runner.Namespace, Name: runner.Spec.PoolName}, &pool); err != nil {
 		return ctrl.Result{}, fmt.Errorf("get pool %s: %w", runner.Spec.PoolName, err)
 	}
-	fj, _, err := r.Forgejo.Client(ctx, &pool)
-	if err != nil {
-		return ctrl.Result{}, fmt.Errorf("forgejo client for pool %s: %w", pool.Name, err)
-	}
+	fj := &lazyForgejo{build: func() (*forgejo.Client, error) {
+		c, _, err := r.Forgejo.Client(ctx, &pool)
+		if err != nil {
+			return nil, fmt.Errorf("forgejo client for pool %s: %w", pool.Name, err)
+		}
+		return c, nil
+	}}
 
 	if !runner.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.finalize(ctx, fj, &runner)
@@ -113,7 +116,7 @@ func ended(runner *v1alpha1.Runner) bool {
 
 // finalize deletes the registration and lets the Runner go; its pod and Secret follow through
 // their owner references.
-func (r *Reconciler) finalize(ctx context.Context, fj *forgejo.Client, runner *v1alpha1.Runner) error {
+func (r *Reconciler) finalize(ctx context.Context, fj *lazyForgejo, runner *v1alpha1.Runner) error {
 	if !controllerutil.ContainsFinalizer(runner, Finalizer) {
 		return nil
 	}
@@ -125,4 +128,22 @@ func (r *Reconciler) finalize(ctx context.Context, fj *forgejo.Client, runner *v
 		return fmt.Errorf("remove finalizer: %w", err)
 	}
 	return nil
+}
+
+// lazyForgejo builds the pool's Forgejo client on first use. Most reconciles of a live runner
+// (its pod starting or running, its job being watched) make no Forgejo call, and building a
+// client reads the pool's token Secret from the API server.
+type lazyForgejo struct {
+	build  func() (*forgejo.Client, error)
+	client *forgejo.Client
+	err    error
+	built  bool
+}
+
+func (l *lazyForgejo) get() (*forgejo.Client, error) {
+	if !l.built {
+		l.client, l.err = l.build()
+		l.built = true
+	}
+	return l.client, l.err
 }

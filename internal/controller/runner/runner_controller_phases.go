@@ -35,7 +35,7 @@ const (
 // ensureRegistration registers the runner with Forgejo and writes its token to the runner's
 // Secret, once. A registration whose token was lost before it reached the Secret is deleted
 // and made again: the token is shown only once.
-func (r *Reconciler) ensureRegistration(ctx context.Context, fj *forgejo.Client, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) error {
+func (r *Reconciler) ensureRegistration(ctx context.Context, fj *lazyForgejo, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) error {
 	log := logf.FromContext(ctx)
 	secretKey := client.ObjectKey{Namespace: runner.Namespace, Name: runnerpod.SecretName(runner)}
 	if runner.Status.Registration != nil {
@@ -51,7 +51,11 @@ func (r *Reconciler) ensureRegistration(ctx context.Context, fj *forgejo.Client,
 		meta.RemoveStatusCondition(&runner.Status.Conditions, ConditionDeregistered)
 	}
 
-	reg, err := fj.RegisterRunner(ctx, RegistrationName(runner), Description(pool, runner), runner.Spec.Mode == v1alpha1.ModeEphemeral)
+	c, err := fj.get()
+	if err != nil {
+		return err
+	}
+	reg, err := c.RegisterRunner(ctx, RegistrationName(runner), Description(pool, runner), runner.Spec.Mode == v1alpha1.ModeEphemeral)
 	if err != nil {
 		return fmt.Errorf("register runner %s: %w", runner.Name, err)
 	}
@@ -102,7 +106,7 @@ func (r *Reconciler) ensurePod(ctx context.Context, pool *v1alpha1.RunnerPool, r
 }
 
 // observePod moves the runner along with its pod: started when it runs, ended when it ends.
-func (r *Reconciler) observePod(ctx context.Context, fj *forgejo.Client, runner *v1alpha1.Runner, pod *corev1.Pod) error {
+func (r *Reconciler) observePod(ctx context.Context, fj *lazyForgejo, runner *v1alpha1.Runner, pod *corev1.Pod) error {
 	switch pod.Status.Phase {
 	case corev1.PodRunning:
 		if runner.Status.StartedAt != nil {
@@ -171,7 +175,7 @@ func PodOutcome(pod *corev1.Pod) (v1alpha1.RunnerOutcome, *int32, string) {
 
 // cleanUp makes sure an ended runner's registration is gone and its pod deleted; the pool
 // controller records the runner and deletes it.
-func (r *Reconciler) cleanUp(ctx context.Context, fj *forgejo.Client, runner *v1alpha1.Runner) error {
+func (r *Reconciler) cleanUp(ctx context.Context, fj *lazyForgejo, runner *v1alpha1.Runner) error {
 	if !meta.IsStatusConditionTrue(runner.Status.Conditions, ConditionDeregistered) {
 		if err := deregister(ctx, fj, runner); err != nil {
 			return err
@@ -196,12 +200,16 @@ func (r *Reconciler) cleanUp(ctx context.Context, fj *forgejo.Client, runner *v1
 // but this registration was made in this scope with this token; should the token have lost the
 // scope since, the registration is not lost track of: the pool's garbage collection lists the
 // scope, reports that it cannot, and deletes the registration once it can.
-func deregister(ctx context.Context, fj *forgejo.Client, runner *v1alpha1.Runner) error {
+func deregister(ctx context.Context, fj *lazyForgejo, runner *v1alpha1.Runner) error {
 	reg := runner.Status.Registration
 	if reg == nil || meta.IsStatusConditionTrue(runner.Status.Conditions, ConditionDeregistered) {
 		return nil
 	}
-	err := fj.DeleteRunner(ctx, reg.ID)
+	c, err := fj.get()
+	if err != nil {
+		return err
+	}
+	err = c.DeleteRunner(ctx, reg.ID)
 	if err == nil {
 		logf.FromContext(ctx).Info("deleted runner registration", "uuid", reg.UUID)
 		return nil
