@@ -166,9 +166,7 @@ func (r *Reconciler) scaleUp(ctx context.Context, pool *v1alpha1.RunnerPool, liv
 	now := r.Now()
 	for _, job := range demand.Assigned {
 		name := RunnerNameForHandle(pool.Name, job.Handle)
-		if have[name] || ranBefore(pool.Status.RecentRunners, job.Handle) {
-			// A job attempt that a runner ran is done, though the last poll, older than that
-			// runner's end, still lists it as waiting.
+		if have[name] {
 			continue
 		}
 		if wait := retryDelay(pool.Status.RecentRunners, job.Handle, now); wait > 0 {
@@ -246,11 +244,4 @@ func (r *Reconciler) updateStatus(ctx context.Context, pool *v1alpha1.RunnerPool
 		return fmt.Errorf("update status of pool %s: %w", pool.Name, err)
 	}
 	return nil
-}
-
-// ranBefore reports whether a runner of this pool already ran the job attempt with this handle.
-func ranBefore(history []v1alpha1.RunnerRecord, handle string) bool {
-	return slices.ContainsFunc(history, func(rec v1alpha1.RunnerRecord) bool {
-		return rec.Handle == handle && rec.Outcome == v1alpha1.OutcomeSucceeded
-	})
 }

@@ -147,13 +147,3 @@ func TestJobGone(t *testing.T) {
 		}
 	}
 }
-
-func TestRanBefore(t *testing.T) {
-	history := []v1alpha1.RunnerRecord{
-		{Handle: "failed", Outcome: v1alpha1.OutcomeFailed},
-		{Handle: "ran", Outcome: v1alpha1.OutcomeSucceeded},
-	}
-	if !ranBefore(history, "ran") || ranBefore(history, "failed") || ranBefore(history, "new") {
-		t.Fatal("ranBefore must be true only for a handle a runner ran")
-	}
-}
