@@ -6,141 +6,40 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/operatorproc"
 )
 
-// The operator runs as the binary it ships as, not in-process, so that /proc shows its CPU time
-// and memory alone. Start-up follows hack/dev's startOperator, which cannot be imported.
+// The operator runs as the binary it ships as (test/operatorproc), not in-process, so that
+// /proc shows its CPU time and memory alone.
 
-func buildOperator(ctx context.Context, root, dir string) (string, error) {
-	bin := filepath.Join(dir, "forgejo-runner-operator")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/forgejo-runner-operator")
-	build.Dir = root
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return "", fmt.Errorf("build the operator: %w", err)
+// startOperator runs the operator as it runs in a cluster (leader election, JSON logs at info).
+// The kubeconfig goes in $KUBECONFIG by default, as the binary loads it in a cluster; with
+// kubeconfigFlag it goes in --kubeconfig, as `make dev` passes it. Its log is
+// operator-<name>.log; webhookAddr is its --webhook-bind-address ("0" for none).
+func startOperator(ctx context.Context, bin, dir, name, kubeconfig string, kubeconfigFlag bool, poll time.Duration, webhookAddr string) (*operatorproc.Process, error) {
+	opts := operatorproc.Options{
+		Args: []string{
+			"--leader-elect=true",
+			"--leader-election-namespace=" + leaseNamespace,
+			"--metrics-bind-address=0",
+			"--poll-interval=" + poll.String(),
+			"--webhook-bind-address=" + webhookAddr,
+		},
+		LogPath: filepath.Join(dir, "operator-"+name+".log"),
 	}
-	return bin, nil
-}
-
-type operatorProcess struct {
-	cmd     *exec.Cmd
-	logPath string
-	done    chan struct{}
-	err     error
-}
-
-// startOperator runs the operator as it runs in a cluster (leader election, JSON logs at info)
-// and waits for its /readyz.
-//
-// The kubeconfig goes in $KUBECONFIG rather than --kubeconfig by default: the binary then loads
-// it through controller-runtime as it loads the in-cluster config, with client-side rate
-// limiting off, whereas --kubeconfig keeps client-go's default of 5 requests/s (burst 10), which
-// a production operator does not have. kubeconfigFlag measures the latter, which `make dev` runs.
-// Its log is operator-<name>.log; webhookAddr is its --webhook-bind-address ("0" for none).
-func startOperator(ctx context.Context, bin, dir, name, kubeconfig string, kubeconfigFlag bool, poll time.Duration, webhookAddr string) (*operatorProcess, error) {
-	probeAddr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	logPath := filepath.Join(dir, "operator-"+name+".log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("open the operator log: %w", err)
-	}
-	args := []string{
-		"--leader-elect=true",
-		"--leader-election-namespace=" + leaseNamespace,
-		"--metrics-bind-address=0",
-		"--health-probe-bind-address=" + probeAddr,
-		"--poll-interval=" + poll.String(),
-		"--webhook-bind-address=" + webhookAddr,
-	}
-	cmd := exec.Command(bin, args...)
 	if kubeconfigFlag {
-		cmd.Args = append(cmd.Args, "--kubeconfig="+kubeconfig)
+		opts.Args = append(opts.Args, "--kubeconfig="+kubeconfig)
 	} else {
-		cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+		opts.Env = []string{"KUBECONFIG=" + kubeconfig}
 	}
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// Its own process group so that stop reaches it alone; killed with us should we die first.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		_ = logFile.Close()
-		return nil, fmt.Errorf("start the operator: %w", err)
-	}
-	op := &operatorProcess{cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		op.err = cmd.Wait()
-		_ = logFile.Close()
-		close(op.done)
-	}()
-
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		select {
-		case <-op.done:
-			return nil, fmt.Errorf("the operator exited before it was ready (%w); see %s", op.err, logPath)
-		case <-ctx.Done():
-			op.stop()
-			return nil, fmt.Errorf("wait for the operator to be ready: %w", ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-		if ready(ctx, "http://"+probeAddr+"/readyz") {
-			return op, nil
-		}
-		if time.Now().After(deadline) {
-			op.stop()
-			return nil, fmt.Errorf("the operator was not ready after two minutes; see %s", logPath)
-		}
-	}
-}
-
-func ready(ctx context.Context, url string) bool {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return false
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return false
-	}
-	_ = resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
-}
-
-// freeAddr picks a free loopback port for the operator to listen on. Another process could take
-// it before the operator binds it; the operator then fails to start and says so.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port for the operator: %w", err)
-	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		return "", fmt.Errorf("find a free port for the operator: %w", err)
-	}
-	return addr, nil
-}
-
-func (op *operatorProcess) stop() {
-	pgid := -op.cmd.Process.Pid
-	_ = syscall.Kill(pgid, syscall.SIGTERM)
-	select {
-	case <-op.done:
-	case <-time.After(15 * time.Second):
-		_ = syscall.Kill(pgid, syscall.SIGKILL)
-		<-op.done
-	}
+	return operatorproc.Start(ctx, bin, opts)
 }
 
 // procStats is what /proc tells of a process.
@@ -154,14 +53,11 @@ type procStats struct {
 // which is 100 on every architecture Go supports on Linux, whatever the kernel's own HZ.
 const userHZ = 100
 
-func (op *operatorProcess) stats() (procStats, error) {
-	pid := op.cmd.Process.Pid
-	select {
-	case <-op.done:
-		return procStats{}, fmt.Errorf("the operator exited (%w); see %s", op.err, op.logPath)
-	default:
+func operatorStats(op *operatorproc.Process) (procStats, error) {
+	if exited, err := op.Exited(); exited {
+		return procStats{}, fmt.Errorf("the operator exited (%w); see %s", err, op.LogPath)
 	}
-	st, err := readProcStats(pid)
+	st, err := readProcStats(op.Pid())
 	if err != nil {
 		return procStats{}, fmt.Errorf("read the operator's figures from /proc: %w", err)
 	}

@@ -169,7 +169,7 @@ func (b *burst) results(path string, queuedAfter time.Duration) (*results, error
 	if !r.Complete {
 		// A stuck run still shows what the operator spent getting nowhere.
 		apiEnd = b.counter.snapshot()
-		st, err := b.op.stats()
+		st, err := operatorStats(b.op)
 		if err != nil {
 			return nil, err
 		}

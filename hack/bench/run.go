@@ -21,6 +21,7 @@ import (
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/operator"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/runnerpod"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/cluster"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/operatorproc"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/runnerplay"
 )
 
@@ -62,7 +63,7 @@ func run(ctx context.Context, cfg config) (all []*results, err error) {
 	if e.bin == "" {
 		// Built before the cluster starts, so the compiler does not compete with it.
 		logf("building the operator")
-		if e.bin, err = buildOperator(ctx, root, dir); err != nil {
+		if e.bin, err = operatorproc.Build(ctx, root, dir); err != nil {
 			return nil, err
 		}
 	}
@@ -128,7 +129,7 @@ func (e *env) runPath(ctx context.Context, path string) (res *results, err error
 	}
 	webhookAddr := "0"
 	if path == pathWebhook {
-		if webhookAddr, err = freeAddr(); err != nil {
+		if webhookAddr, err = operatorproc.FreeAddr(); err != nil {
 			return nil, err
 		}
 		hook, err := e.sim.AddHook(forgejosim.HookConfig{
@@ -145,7 +146,7 @@ func (e *env) runPath(ctx context.Context, path string) (res *results, err error
 	if err != nil {
 		return nil, err
 	}
-	defer op.stop()
+	defer op.Stop()
 
 	pods, stopPods, err := watchPods(ctx, e.cluster, ns)
 	if err != nil {
@@ -163,7 +164,7 @@ func (e *env) runPath(ctx context.Context, path string) (res *results, err error
 	}
 
 	b := &burst{cfg: e.cfg, ns: ns, cluster: e.cluster, sim: e.sim, counter: e.counter, pods: pods, op: op}
-	b.opStart, err = op.stats()
+	b.opStart, err = operatorStats(op)
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +183,7 @@ func (e *env) runPath(ctx context.Context, path string) (res *results, err error
 	}
 	if waitErr != nil {
 		logf("where it got to: %s", b.diagnose())
-		logf("operator log: %s (%s)", op.logPath, summarizeLog(op.logPath))
+		logf("operator log: %s (%s)", op.LogPath, summarizeLog(op.LogPath))
 		return res, waitErr
 	}
 	// While its operator still runs, to take the finalizer off.
@@ -248,11 +249,11 @@ func deletePool(ctx context.Context, c *cluster.Cluster, pool *v1alpha1.RunnerPo
 // half a poll interval after the latest one. A burst queued there waits half an interval for the
 // next poll — the average over all moments it could arrive — so runs compare with each other.
 // Returns how long after the latest poll it is.
-func waitForPollPhase(ctx context.Context, counter *apiCounter, polls int, poll time.Duration, op *operatorProcess) (time.Duration, error) {
+func waitForPollPhase(ctx context.Context, counter *apiCounter, polls int, poll time.Duration, op *operatorproc.Process) (time.Duration, error) {
 	deadline := time.Now().Add(time.Minute)
 	for counter.snapshot().JobsPolls <= polls {
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("the operator did not list jobs within a minute of the pool's creation; see %s", op.logPath)
+			return 0, fmt.Errorf("the operator did not list jobs within a minute of the pool's creation; see %s", op.LogPath)
 		}
 		if err := sleep(ctx, 20*time.Millisecond); err != nil {
 			return 0, fmt.Errorf("wait for the first jobs poll: %w", err)
@@ -273,7 +274,7 @@ type burst struct {
 	sim     *forgejosim.Server
 	counter *apiCounter
 	pods    *podObserver
-	op      *operatorProcess
+	op      *operatorproc.Process
 	queued  []forgejosim.Job
 
 	opStart, opEnd   procStats
@@ -319,7 +320,7 @@ func (b *burst) wait(ctx context.Context) error {
 				}
 				// Read before anything stops, so that teardown is not counted.
 				b.apiEnd = b.counter.snapshot()
-				st, err := b.op.stats()
+				st, err := operatorStats(b.op)
 				if err != nil {
 					return err
 				}

@@ -18,7 +18,6 @@ func TestDevEnvironment(t *testing.T) {
 	env, err := up(t.Context(), config{
 		dir:         t.TempDir(),
 		nodes:       1,
-		probePort:   freePort(t),
 		webhookPort: freePort(t),
 		forgejoAddr: "127.0.0.1:0",
 	})

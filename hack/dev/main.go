@@ -7,18 +7,16 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
 
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/cluster"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/operatorproc"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/runnerplay"
 )
 
@@ -32,7 +30,6 @@ func main() {
 type config struct {
 	dir         string
 	nodes       int
-	probePort   int
 	webhookPort int
 	forgejoAddr string
 }
@@ -42,7 +39,6 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.StringVar(&cfg.dir, "dir", "", "Directory for the kubeconfig and logs (default: .dev in the repository).")
 	fs.IntVar(&cfg.nodes, "nodes", 2, "Number of fake nodes.")
-	fs.IntVar(&cfg.probePort, "probe-port", 18081, "Port of the operator's /healthz and /readyz.")
 	fs.IntVar(&cfg.webhookPort, "webhook-port", 19000, "Port of the operator's webhook receiver; the simulator's hook points at it.")
 	fs.StringVar(&cfg.forgejoAddr, "forgejo-addr", "127.0.0.1:3000", "Address of the Forgejo simulator; the samples point at 127.0.0.1:3000.")
 	if err := fs.Parse(args); err != nil {
@@ -78,7 +74,7 @@ type devEnv struct {
 	cluster     *cluster.Cluster
 	forgejo     *forgejoSim
 	forgejoURL  string
-	operator    *child
+	operator    *operatorproc.Process
 	operatorLog string
 	stopPlayer  func()
 }
@@ -118,7 +114,7 @@ func up(ctx context.Context, cfg config) (env *devEnv, err error) {
 	if err := seedSamples(ctx, env.cluster, env.forgejo.server, root, "http://"+webhookAddr+"/webhook/forgejo"); err != nil {
 		return env, err
 	}
-	env.operator, err = startOperator(ctx, root, cfg.dir, env.cluster.Kubeconfig, cfg.probePort, webhookAddr)
+	env.operator, err = startOperator(ctx, root, cfg.dir, env.cluster.Kubeconfig, webhookAddr)
 	if err != nil {
 		return env, err
 	}
@@ -142,7 +138,7 @@ func (e *devEnv) down() {
 		e.stopPlayer()
 	}
 	if e.operator != nil {
-		e.operator.stop()
+		e.operator.Stop()
 	}
 	if e.forgejo != nil {
 		e.forgejo.close()
@@ -156,74 +152,19 @@ func (e *devEnv) down() {
 
 // startOperator builds the operator from this checkout and runs it against the cluster the way
 // it runs in one: leader election on, JSON logs, probes served.
-func startOperator(ctx context.Context, root, dir, kubeconfig string, probePort int, webhookAddr string) (*child, error) {
-	bin := filepath.Join(dir, "forgejo-runner-operator")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/forgejo-runner-operator")
-	build.Dir = root
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		return nil, fmt.Errorf("build operator: %w", err)
-	}
-	logPath := filepath.Join(dir, "operator.log")
-	logFile, err := os.Create(logPath)
+func startOperator(ctx context.Context, root, dir, kubeconfig, webhookAddr string) (*operatorproc.Process, error) {
+	bin, err := operatorproc.Build(ctx, root, dir)
 	if err != nil {
-		return nil, fmt.Errorf("open operator log: %w", err)
+		return nil, err
 	}
-	probeAddr := fmt.Sprintf("127.0.0.1:%d", probePort)
-	cmd := exec.Command(bin,
-		"--kubeconfig="+kubeconfig,
-		"--leader-elect=true",
-		"--leader-election-namespace=default",
-		"--metrics-bind-address=0",
-		"--health-probe-bind-address="+probeAddr,
-		"--webhook-bind-address="+webhookAddr,
-	)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start operator: %w", err)
-	}
-	op := &child{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		op.err = cmd.Wait()
-		_ = logFile.Close()
-		close(op.done)
-	}()
-
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		select {
-		case <-op.done:
-			return nil, fmt.Errorf("operator exited before it was ready (%w); see %s", op.err, logPath)
-		case <-time.After(200 * time.Millisecond):
-		}
-		resp, err := http.Get("http://" + probeAddr + "/readyz")
-		if err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return op, nil
-			}
-		}
-		if time.Now().After(deadline) {
-			op.stop()
-			return nil, errors.New("operator not ready after two minutes; see " + logPath)
-		}
-	}
-}
-
-// child is a process dev started and waits for.
-type child struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
-}
-
-func (c *child) stop() {
-	_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGTERM)
-	select {
-	case <-c.done:
-	case <-time.After(15 * time.Second):
-		_ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
-		<-c.done
-	}
+	return operatorproc.Start(ctx, bin, operatorproc.Options{
+		Args: []string{
+			"--kubeconfig=" + kubeconfig,
+			"--leader-elect=true",
+			"--leader-election-namespace=default",
+			"--metrics-bind-address=0",
+			"--webhook-bind-address=" + webhookAddr,
+		},
+		LogPath: filepath.Join(dir, "operator.log"),
+	})
 }
