@@ -8,6 +8,10 @@ import (
 // `kubectl get runners -l pool=NAME` lists a pool's live runners.
 const PoolLabel = "pool"
 
+// TriggerAnnotation on a Runner says what made the pool create it: a poll, a webhook delivery
+// or the pool's minIdle. The audit log names it as the actor's trigger.
+const TriggerAnnotation = "forgejo.brooktrails.org/trigger"
+
 // JobRef identifies the Forgejo job attempt a runner was created for.
 type JobRef struct {
 	// id of the job in Forgejo.
@@ -20,9 +24,12 @@ type JobRef struct {
 	// +kubebuilder:validation:MaxLength=255
 	// +optional
 	Handle string `json:"handle,omitempty"`
-	// repository the job belongs to, as owner/repo.
+	// repository the job belongs to, as owner/repo, when a webhook named it.
 	// +optional
 	Repository string `json:"repository,omitempty"`
+	// repoID is the Forgejo id of the job's repository.
+	// +optional
+	RepoID int64 `json:"repoID,omitempty"`
 	// runsOn is the job's runs-on labels.
 	// +optional
 	// +listType=atomic

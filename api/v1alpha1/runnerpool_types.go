@@ -417,6 +417,9 @@ type RunnerRecord struct {
 	// handle of the job attempt the runner was bound to.
 	// +optional
 	Handle string `json:"handle,omitempty"`
+	// repository of the job, as owner/repo, when a webhook named it.
+	// +optional
+	Repository string `json:"repository,omitempty"`
 	// createdAt is when the Runner was created.
 	// +optional
 	CreatedAt *metav1.Time `json:"createdAt,omitempty"`

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -23,6 +24,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	forgejov1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jsonlog"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/operator"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/version"
 )
@@ -48,6 +50,12 @@ type options struct {
 	showVersion          bool
 	logLevel             string
 	logDevelopmentFormat bool
+	eventLogPath         string
+	eventLogFsync        string
+	eventLogMaxSize      string
+	eventLogMaxFiles     int
+	auditLogPath         string
+	identity             string
 }
 
 func (o *options) bind(fs *flag.FlagSet) {
@@ -68,6 +76,12 @@ func (o *options) bind(fs *flag.FlagSet) {
 	fs.BoolVar(&o.showVersion, "version", false, "Print the version and exit.")
 	fs.StringVar(&o.logLevel, "log-level", "info", "Log level: debug, info or error.")
 	fs.BoolVar(&o.logDevelopmentFormat, "log-development-format", false, "Human-readable console logs instead of JSON.")
+	fs.StringVar(&o.eventLogPath, "event-log-path", "", "Append every runner's lifecycle events to this JSON-lines file (its directory must exist; put it on a persistent volume). Empty: no file.")
+	fs.StringVar(&o.eventLogFsync, "event-log-fsync", string(jsonlog.FsyncInterval), "When the event log is flushed to disk: always (every event), interval (every second) or never (left to the OS).")
+	fs.StringVar(&o.eventLogMaxSize, "event-log-max-size", "100Mi", "Size at which the event log is rotated to FILE.1, FILE.2, ...; 0 never rotates.")
+	fs.IntVar(&o.eventLogMaxFiles, "event-log-max-files", 5, "How many rotated event log files are kept.")
+	fs.StringVar(&o.auditLogPath, "audit-log-path", "", "Append the tamper-evident audit log to this JSON-lines file (its directory must exist); check it with `"+binaryName+" audit verify FILE`. Empty: no audit log.")
+	fs.StringVar(&o.identity, "operator-identity", "", "How the audit log names the operator (default: its Kubernetes user, from a SelfSubjectReview, and its host name).")
 }
 
 func (o *options) validate() error {
@@ -85,7 +99,34 @@ func (o *options) validate() error {
 	if _, err := o.zapLevel(); err != nil {
 		errs = append(errs, err)
 	}
+	if _, err := jsonlog.ParseFsyncPolicy(o.eventLogFsync); err != nil {
+		errs = append(errs, fmt.Errorf("--event-log-fsync: %w", err))
+	}
+	if _, err := o.maxSize(); err != nil {
+		errs = append(errs, err)
+	}
+	if o.eventLogMaxFiles < 1 {
+		errs = append(errs, fmt.Errorf("--event-log-max-files must be at least 1, got %d", o.eventLogMaxFiles))
+	}
+	if o.eventLogPath != "" && o.eventLogPath == o.auditLogPath {
+		errs = append(errs, errors.New("--event-log-path and --audit-log-path must be different files"))
+	}
 	return errors.Join(errs...)
+}
+
+func (o *options) maxSize() (int64, error) {
+	q, err := resource.ParseQuantity(o.eventLogMaxSize)
+	if err != nil || q.Sign() < 0 {
+		return 0, fmt.Errorf("--event-log-max-size must be a size such as 100Mi or 0, not %q", o.eventLogMaxSize)
+	}
+	return q.Value(), nil
+}
+
+// eventLog is the event log's configuration from the flags.
+func (o *options) eventLog() jsonlog.Options {
+	fsync, _ := jsonlog.ParseFsyncPolicy(o.eventLogFsync)
+	size, _ := o.maxSize()
+	return jsonlog.Options{Path: o.eventLogPath, Fsync: fsync, MaxSize: size, MaxFiles: o.eventLogMaxFiles}
 }
 
 func (o *options) zapLevel() (zapcore.Level, error) {
@@ -105,6 +146,9 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "audit" {
+		return runAudit(args[1:], stdout, stderr)
+	}
 	var opts options
 	fs := flag.NewFlagSet(binaryName, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -181,7 +225,12 @@ func start(opts options) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	setup := operator.Options{PollInterval: opts.pollInterval}
+	setup := operator.Options{
+		PollInterval: opts.pollInterval,
+		EventLog:     opts.eventLog(),
+		AuditLogPath: opts.auditLogPath,
+		Identity:     opts.identity,
+	}
 	if opts.webhookAddr != "0" && opts.webhookAddr != "" {
 		setup.WebhookAddr = opts.webhookAddr
 	}

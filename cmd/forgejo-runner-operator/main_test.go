@@ -26,6 +26,10 @@ func TestBadFlagsAreRefusedBeforeStart(t *testing.T) {
 		{[]string{"--leader-election-lease-duration=5s", "--leader-election-renew-deadline=10s"}, "lease-duration > renew-deadline"},
 		{[]string{"--health-probe-bind-address=0"}, "--health-probe-bind-address must be set"},
 		{[]string{"--no-such-flag"}, "flag provided but not defined"},
+		{[]string{"--event-log-fsync=sometimes"}, "--event-log-fsync"},
+		{[]string{"--event-log-max-size=lots"}, "--event-log-max-size must be a size"},
+		{[]string{"--event-log-max-files=0"}, "--event-log-max-files must be at least 1"},
+		{[]string{"--event-log-path=/x", "--audit-log-path=/x"}, "must be different files"},
 	}
 	for _, c := range cases {
 		var out, errOut bytes.Buffer

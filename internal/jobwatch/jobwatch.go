@@ -58,7 +58,15 @@ type Job struct {
 	SeenAt time.Time
 	// RunningSince is when the job was first seen running; zero before.
 	RunningSince time.Time
+	// RepoID is the job's repository; Repository its "owner/name", known from webhooks only.
+	RepoID     int64
+	Repository string
+	// Via says how the operator first learned of the job: "poll" or "webhook delivery ID".
+	Via string
 }
+
+// ViaPoll marks a job first seen by a poll.
+const ViaPoll = "poll"
 
 // Timings receives how long jobs waited for a runner and how long they ran, as far as the
 // watcher saw (to within a poll interval, or exactly with webhooks).
@@ -424,10 +432,11 @@ func (w *Watcher) pollOnce(ctx context.Context, conn Connection, p *poller, log 
 			// This list left Forgejo before the job's runner finished it.
 			continue
 		}
-		job := Job{ID: j.ID, Attempt: j.Attempt, Handle: j.Handle, RunsOn: j.RunsOn, Status: j.Status, TaskID: j.TaskID, SeenAt: now}
+		job := Job{ID: j.ID, Attempt: j.Attempt, Handle: j.Handle, RunsOn: j.RunsOn, Status: j.Status, TaskID: j.TaskID, SeenAt: now,
+			RepoID: j.RepoID, Via: ViaPoll}
 		prev, known := p.jobs[j.Handle]
 		if known {
-			job.SeenAt, job.RunningSince = prev.SeenAt, prev.RunningSince
+			job.SeenAt, job.RunningSince, job.Repository, job.Via = prev.SeenAt, prev.RunningSince, prev.Repository, prev.Via
 		}
 		if job.Status == "running" && job.RunningSince.IsZero() {
 			waitingSince := time.Time{}
@@ -578,7 +587,7 @@ func (w *Watcher) offerLocked(p *poller, job Job, now time.Time) bool {
 		job.SeenAt = now
 		waitingSince := time.Time{}
 		if isKnown {
-			job.SeenAt, waitingSince = known.SeenAt, known.SeenAt
+			job.SeenAt, waitingSince, job.Via = known.SeenAt, known.SeenAt, known.Via
 		}
 		w.startedRunningLocked(&job, waitingSince, now)
 		p.jobs[handle] = job

@@ -8,10 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -23,6 +28,9 @@ import (
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/controller/runnerpool"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejo"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jobwatch"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/journal"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jsonlog"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/opmetrics"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/poolconn"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/runnerpod"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/webhook"
@@ -43,6 +51,13 @@ type Options struct {
 	WebhookAddr string
 	// WebhookSharedSecret, when set, is accepted for deliveries of every pool.
 	WebhookSharedSecret []byte
+	// EventLog is the runner lifecycle event log file; an empty Path writes none.
+	EventLog jsonlog.Options
+	// AuditLogPath is the audit log file; empty writes none.
+	AuditLogPath string
+	// Identity names the operator in the audit log; empty asks the API server who the
+	// operator is (a SelfSubjectReview) and adds the host name.
+	Identity string
 }
 
 // WebhookPath is the path Forgejo's Actions job webhooks are to be sent to.
@@ -72,11 +87,32 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		HTTPClient: &http.Client{Transport: http.DefaultTransport},
 		Observer:   observer,
 	}
+	runnerMetrics, err := opmetrics.New(metrics.Registry, mgr.GetCache())
+	if err != nil {
+		return err
+	}
+	identity := opts.Identity
+	if identity == "" {
+		identity = Identity(context.Background(), mgr.GetConfig())
+	}
+	records := journal.New(journal.Options{
+		EventLog:     opts.EventLog,
+		AuditLogPath: opts.AuditLogPath,
+		Identity:     identity,
+		Kube:         mgr.GetEventRecorder("forgejo-runner-operator"),
+		Metrics:      runnerMetrics,
+		Log:          ctrl.Log.WithName("journal"),
+	})
+	if err := mgr.Add(records); err != nil {
+		return fmt.Errorf("add journal: %w", err)
+	}
 	pools := &runnerpool.Reconciler{
 		Client:  mgr.GetClient(),
 		Forgejo: factory,
 		Events:  make(chan event.TypedGenericEvent[*v1alpha1.RunnerPool], 1024),
 		Resync:  opts.Resync,
+		Journal: records,
+		Metrics: runnerMetrics,
 
 		JobGoneGrace: opts.JobGoneGrace,
 		GCInterval:   opts.GCInterval,
@@ -93,7 +129,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	if err := pools.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up RunnerPool controller: %w", err)
 	}
-	runners := &runner.Reconciler{Client: mgr.GetClient(), Forgejo: factory, Jobs: pools.Watcher}
+	runners := &runner.Reconciler{Client: mgr.GetClient(), Forgejo: factory, Jobs: pools.Watcher, Journal: records}
 	if err := runners.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up Runner controller: %w", err)
 	}
@@ -148,6 +184,28 @@ func setupWebhook(mgr ctrl.Manager, opts Options, watcher *jobwatch.Watcher) err
 			return errors.New("not the leader: webhooks are received by the leader")
 		}
 	})
+}
+
+// Identity is who the operator is to the API server, as a SelfSubjectReview tells it, and on
+// which host it runs: the actor the audit log names. When the API server does not say, the
+// host name alone stands.
+func Identity(ctx context.Context, cfg *rest.Config) string {
+	host, _ := os.Hostname()
+	user := ""
+	if cs, err := kubernetes.NewForConfig(cfg); err == nil {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if review, err := cs.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{}); err == nil {
+			user = review.Status.UserInfo.Username
+		}
+	}
+	switch {
+	case user == "":
+		return "forgejo-runner-operator on " + host
+	case host == "":
+		return user
+	}
+	return user + " on " + host
 }
 
 type leaderOnly func(ctx context.Context) error

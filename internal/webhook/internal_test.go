@@ -13,8 +13,8 @@ func TestSanitizeID(t *testing.T) {
 		strings.Repeat("x", 100):               strings.Repeat("x", maxDeliveryIDLogLen) + "…",
 	}
 	for in, want := range cases {
-		if got := sanitizeID(in); got != want {
-			t.Errorf("sanitizeID(%q) = %q, want %q", in, got, want)
+		if got := SafeID(in); got != want {
+			t.Errorf("SafeID(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

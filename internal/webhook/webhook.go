@@ -254,7 +254,7 @@ func New(opts Options) (*Handler, error) {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The delivery id is the only request-supplied value that is logged before verification,
 	// and only in sanitized form.
-	logID := sanitizeID(firstHeader(r.Header, "X-Forgejo-Delivery", "X-Gitea-Delivery"))
+	logID := SafeID(firstHeader(r.Header, "X-Forgejo-Delivery", "X-Gitea-Delivery"))
 	res, status, detail := h.serve(r)
 	if h.observer != nil {
 		h.observer.ObserveDelivery(res)
@@ -324,7 +324,7 @@ func (h *Handler) serve(r *http.Request) (res Result, status int, detail string)
 	}
 	event := firstHeader(r.Header, "X-Forgejo-Event-Type", "X-Forgejo-Event", "X-Gitea-Event-Type", "X-Gitea-Event")
 	if event != bareJobEvent && !(strings.HasPrefix(event, eventPrefix) && jobStatuses[strings.TrimPrefix(event, eventPrefix)]) {
-		return ResultIgnoredEvent, http.StatusOK, "event " + sanitizeID(event)
+		return ResultIgnoredEvent, http.StatusOK, "event " + SafeID(event)
 	}
 	ev, err := parse(body, event)
 	if errors.Is(err, errUnknownStatus) {
@@ -492,9 +492,9 @@ func parse(body []byte, event string) (JobEvent, error) {
 	return ev, nil
 }
 
-// sanitizeID makes a request-supplied identifier safe for a log line: bounded length, printable
-// ASCII only, anything else replaced by '?'.
-func sanitizeID(s string) string {
+// SafeID makes a request-supplied identifier (a delivery id, an event name) safe for a log line
+// or a record: bounded length, printable ASCII only, anything else replaced by '?'.
+func SafeID(s string) string {
 	if s == "" {
 		return ""
 	}

@@ -3,10 +3,13 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,6 +43,26 @@ type world struct {
 	operatorConfig *rest.Config
 	// stopOperator stops the running operator and waits until it has stopped.
 	stopOperator func()
+	// logs holds everything the operator logged.
+	logs *lockedBuffer
+}
+
+// lockedBuffer is a bytes.Buffer safe for the operator's goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // operatorIdentity makes a user bound to nothing but config/rbac/role.yaml, so the tests prove
@@ -96,11 +119,15 @@ var testOptions = operator.Options{
 	GCInterval:   time.Second,
 }
 
+// metricsAddr is where the operator under test serves /metrics (plain HTTP); "0" serves none.
+var metricsAddr = "0"
+
 func startWorld(t *testing.T) *world {
 	t.Helper()
-	w := &world{cluster: cluster.StartForTest(t, cluster.Options{})}
+	w := &world{cluster: cluster.StartForTest(t, cluster.Options{}), logs: &lockedBuffer{}}
 	w.sim, w.url = forgejosim.NewTestServer(t, forgejosim.Options{AdminToken: "admin-token", Seed: 7})
-	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(testWriter{t})))
+	logOutput.set(io.MultiWriter(testWriter{t}, w.logs))
+	t.Cleanup(func() { logOutput.set(io.Discard) })
 
 	ctx, cancel := context.WithCancel(context.Background())
 	player := &runnerplay.Player{Cluster: w.cluster, TaskDuration: taskDuration, Logf: t.Logf}
@@ -125,7 +152,7 @@ func (w *world) startOperator(t *testing.T) {
 	mgr, err := ctrl.NewManager(w.operatorConfig, ctrl.Options{
 		Scheme:                 w.cluster.Scheme,
 		Cache:                  operator.CacheOptions(),
-		Metrics:                metricsserver.Options{BindAddress: "0"},
+		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress: "0",
 		// A restarted operator registers its controllers again in the same process.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
@@ -148,6 +175,31 @@ func (w *world) startOperator(t *testing.T) {
 		cancel()
 		<-done
 	}
+}
+
+// logOutput is where the operator's logs go: controller-runtime takes its logger once per
+// process, so each test points this writer at its own output instead.
+var logOutput = func() *switchWriter {
+	w := &switchWriter{out: io.Discard}
+	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(w)))
+	return w
+}()
+
+type switchWriter struct {
+	mu  sync.Mutex
+	out io.Writer
+}
+
+func (s *switchWriter) set(w io.Writer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.out = w
+}
+
+func (s *switchWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.out.Write(p)
 }
 
 type testWriter struct{ t *testing.T }

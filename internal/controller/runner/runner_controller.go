@@ -7,6 +7,8 @@ package runner
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -19,8 +21,10 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/audit"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejo"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jobwatch"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/journal"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/poolconn"
 )
 
@@ -37,6 +41,12 @@ type Reconciler struct {
 	// Concurrency is how many Runners are reconciled at once (default DefaultConcurrency):
 	// each waits on Forgejo and the API server, so one at a time would queue a burst.
 	Concurrency int
+	// Journal records transitions and audits actions; nil records nothing.
+	Journal *journal.Journal
+
+	// podCreated remembers when each runner's pod was created, to the nanosecond the pod's
+	// own timestamp lacks; after a restart the pod's timestamp stands in.
+	podCreated sync.Map // types.UID -> time.Time
 }
 
 // JobSource is what the Runner controller asks about a runner's job; *jobwatch.Watcher is one.
@@ -89,6 +99,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if !runner.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.finalize(ctx, fj, &runner)
 	}
+	if runner.Status.Phase == "" {
+		// The pool records the creation; this covers a pool that stopped right after creating.
+		r.Journal.Runner(&runner, journal.Transition(&runner, string(v1alpha1.RunnerPending), "Created", createdBy(&runner)))
+	}
 	if controllerutil.AddFinalizer(&runner, Finalizer) {
 		if err := r.Client.Update(ctx, &runner); err != nil {
 			return ctrl.Result{}, fmt.Errorf("add finalizer: %w", err)
@@ -114,13 +128,24 @@ func ended(runner *v1alpha1.Runner) bool {
 	return runner.Status.Phase == v1alpha1.RunnerFinished || runner.Status.Phase == v1alpha1.RunnerFailed
 }
 
-// finalize deletes the registration and lets the Runner go; its pod and Secret follow through
-// their owner references.
+// finalize deletes the registration and the pod and lets the Runner go; its Secret follows
+// through its owner reference.
 func (r *Reconciler) finalize(ctx context.Context, fj *lazyForgejo, runner *v1alpha1.Runner) error {
 	if !controllerutil.ContainsFinalizer(runner, Finalizer) {
 		return nil
 	}
-	if err := deregister(ctx, fj, runner); err != nil {
+	// Whoever deleted the Runner (the pool, or a user) is recorded; the pool records its reason
+	// first, and then this event is a repeat and dropped.
+	reason := r.Journal.DeletionReason(runner.UID)
+	if reason == "" {
+		reason = "RunnerDeleted"
+	}
+	r.Journal.Runner(runner, journal.Deleted(runner, reason, "the Runner was deleted", r.Now()))
+	trigger := "Runner deleted: " + reason
+	if err := r.deregister(ctx, fj, runner, trigger); err != nil {
+		return err
+	}
+	if err := r.deletePod(ctx, runner, trigger); err != nil {
 		return err
 	}
 	controllerutil.RemoveFinalizer(runner, Finalizer)
@@ -128,6 +153,51 @@ func (r *Reconciler) finalize(ctx context.Context, fj *lazyForgejo, runner *v1al
 		return fmt.Errorf("remove finalizer: %w", err)
 	}
 	return nil
+}
+
+// createdBy says what made the pool create the runner, from the annotation the pool set.
+func createdBy(rn *v1alpha1.Runner) string {
+	if t := rn.Annotations[v1alpha1.TriggerAnnotation]; t != "" {
+		return t
+	}
+	return "created by pool " + rn.Spec.PoolName
+}
+
+// auditRecord starts an audit record of an action on one of the runner's things.
+func (r *Reconciler) auditRecord(rn *v1alpha1.Runner, action, id, object, trigger string) audit.Record {
+	details := map[string]string{}
+	if rn.Spec.Job != nil {
+		details["job"] = strconv.FormatInt(rn.Spec.Job.ID, 10)
+	}
+	return audit.Record{
+		ID: id, Action: action, Namespace: rn.Namespace, Pool: rn.Spec.PoolName, Runner: rn.Name,
+		Object: object, Actor: audit.Actor{Identity: r.Journal.Identity(), Trigger: trigger}, Details: details,
+	}
+}
+
+func (r *Reconciler) audit(rn *v1alpha1.Runner, action, id, object, trigger string) {
+	r.Journal.Audit(r.auditRecord(rn, action, id, object, trigger))
+}
+
+// podCreatedAt is when the runner's pod was created, as exactly as known.
+func (r *Reconciler) podCreatedAt(rn *v1alpha1.Runner, pod *corev1.Pod) time.Time {
+	if at, ok := r.podCreated.Load(rn.UID); ok {
+		return at.(time.Time)
+	}
+	return pod.CreationTimestamp.Time
+}
+
+// runningSince is when the runner's job was seen running, else when the runner started.
+func (r *Reconciler) runningSince(rn *v1alpha1.Runner) time.Time {
+	if r.Jobs != nil && rn.Spec.Job != nil {
+		if job, ok := r.Jobs.Job(types.NamespacedName{Namespace: rn.Namespace, Name: rn.Spec.PoolName}, rn.Spec.Job.Handle); ok && !job.RunningSince.IsZero() {
+			return job.RunningSince
+		}
+	}
+	if rn.Status.StartedAt != nil {
+		return rn.Status.StartedAt.Time
+	}
+	return r.Now() // never seen running: no execution time to speak of
 }
 
 // lazyForgejo builds the pool's Forgejo client on first use. Most reconciles of a live runner

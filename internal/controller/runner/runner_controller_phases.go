@@ -16,7 +16,9 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/audit"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejo"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/journal"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/runnerpod"
 )
 
@@ -32,6 +34,10 @@ const (
 	ExitNoTask  = 2
 )
 
+// registrationTimeout bounds registering a runner and recording it, which shutdown does not
+// interrupt.
+const registrationTimeout = 30 * time.Second
+
 // ensureRegistration registers the runner with Forgejo and writes its token to the runner's
 // Secret, once. A registration whose token was lost before it reached the Secret is deleted
 // and made again: the token is shown only once.
@@ -44,21 +50,29 @@ func (r *Reconciler) ensureRegistration(ctx context.Context, fj *lazyForgejo, po
 			return client.IgnoreNotFound(err)
 		}
 		log.Info("runner token lost before it was stored; registering anew", "uuid", runner.Status.Registration.UUID)
-		if err := deregister(ctx, fj, runner); err != nil {
+		if err := r.deregister(ctx, fj, runner, "runner token lost before it was stored"); err != nil {
 			return err
 		}
 		runner.Status.Registration = nil
 		meta.RemoveStatusCondition(&runner.Status.Conditions, ConditionDeregistered)
 	}
 
+	// Registering and recording the registration are one step: an operator shutting down in
+	// between would leave a registration no Runner holds, for garbage collection to find, and
+	// register the runner a second time after its restart. Manager shutdown waits for it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), registrationTimeout)
+	defer cancel()
 	c, err := fj.get()
 	if err != nil {
 		return err
 	}
+	started := r.Now()
 	reg, err := c.RegisterRunner(ctx, RegistrationName(runner), Description(pool, runner), runner.Spec.Mode == v1alpha1.ModeEphemeral)
 	if err != nil {
 		return fmt.Errorf("register runner %s: %w", runner.Name, err)
 	}
+	r.audit(runner, audit.ActionRegistrationCreated, "registration.created:"+reg.UUID,
+		fmt.Sprintf("registration %d (uuid %s, name %s)", reg.ID, reg.UUID, RegistrationName(runner)), createdBy(runner))
 	secret, err := runnerpod.BuildSecret(pool, runner, reg.Token)
 	if err != nil {
 		return fmt.Errorf("build token Secret of runner %s: %w", runner.Name, err)
@@ -73,12 +87,14 @@ func (r *Reconciler) ensureRegistration(ctx context.Context, fj *lazyForgejo, po
 	now := metav1.NewTime(r.Now())
 	runner.Status.Registration = &v1alpha1.Registration{ID: reg.ID, UUID: reg.UUID, Name: RegistrationName(runner), RegisteredAt: &now}
 	runner.Status.CredentialsSecret = secret.Name
+	r.Journal.Runner(runner, journal.Transition(runner, string(v1alpha1.RunnerRegistered), "Registered",
+		fmt.Sprintf("registered with Forgejo as %s", RegistrationName(runner))).
+		WithDuration(journal.DurationRegistration, now.Sub(started)))
 	runner.Status.Phase = v1alpha1.RunnerRegistered
 	runner.Status.ObservedGeneration = runner.Generation
 	if err := r.Client.Status().Update(ctx, runner); err != nil {
 		return fmt.Errorf("record registration of runner %s: %w", runner.Name, err)
 	}
-	log.Info("registered runner", "uuid", reg.UUID, "forgejoID", reg.ID)
 	return nil
 }
 
@@ -86,8 +102,17 @@ func (r *Reconciler) ensureRegistration(ctx context.Context, fj *lazyForgejo, po
 func (r *Reconciler) ensurePod(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) (*corev1.Pod, error) {
 	var pod corev1.Pod
 	err := r.Client.Get(ctx, client.ObjectKey{Namespace: runner.Namespace, Name: runnerpod.PodName(runner)}, &pod)
-	if err == nil || !apierrors.IsNotFound(err) {
-		return &pod, err
+	if err != nil && !apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("get pod of runner %s: %w", runner.Name, err)
+	}
+	if err == nil {
+		if runner.Status.Workload == "" {
+			// Created by an earlier reconcile that did not live to record it (a shutdown, a
+			// failed status update): recorded now, so the pod's creation is not missing from
+			// the records.
+			return &pod, r.recordPod(ctx, runner, &pod)
+		}
+		return &pod, nil
 	}
 	built, err := runnerpod.BuildPod(pool, runner)
 	if err != nil {
@@ -96,13 +121,20 @@ func (r *Reconciler) ensurePod(ctx context.Context, pool *v1alpha1.RunnerPool, r
 	if err := r.Client.Create(ctx, built); err != nil {
 		return nil, fmt.Errorf("create pod of runner %s: %w", runner.Name, err)
 	}
-	runner.Status.Workload = built.Name
+	r.podCreated.Store(runner.UID, r.Now())
+	return built, r.recordPod(ctx, runner, built)
+}
+
+// recordPod audits the creation of the runner's pod and moves the runner to Starting.
+func (r *Reconciler) recordPod(ctx context.Context, runner *v1alpha1.Runner, pod *corev1.Pod) error {
+	r.audit(runner, audit.ActionPodCreated, "pod.created:"+string(pod.UID), "pod "+runner.Namespace+"/"+pod.Name, createdBy(runner))
+	r.Journal.Runner(runner, journal.Transition(runner, string(v1alpha1.RunnerStarting), "PodCreated", "created pod "+pod.Name))
+	runner.Status.Workload = pod.Name
 	runner.Status.Phase = v1alpha1.RunnerStarting
 	if err := r.Client.Status().Update(ctx, runner); err != nil {
-		return nil, fmt.Errorf("record pod of runner %s: %w", runner.Name, err)
+		return fmt.Errorf("record pod of runner %s: %w", runner.Name, err)
 	}
-	logf.FromContext(ctx).Info("created runner pod", "pod", built.Name)
-	return built, nil
+	return nil
 }
 
 // observePod moves the runner along with its pod: started when it runs, ended when it ends.
@@ -113,6 +145,9 @@ func (r *Reconciler) observePod(ctx context.Context, fj *lazyForgejo, runner *v1
 			return nil
 		}
 		now := metav1.NewTime(r.Now())
+		r.Journal.Runner(runner, journal.Transition(runner, string(v1alpha1.RunnerIdle), "RunnerStarted", "the runner container is running").
+			WithDuration(journal.DurationStartup, now.Sub(r.podCreatedAt(runner, pod))))
+		r.podCreated.Delete(runner.UID)
 		runner.Status.StartedAt = &now
 		runner.Status.Phase = v1alpha1.RunnerIdle
 		if err := r.Client.Status().Update(ctx, runner); err != nil {
@@ -130,18 +165,22 @@ func (r *Reconciler) observePod(ctx context.Context, fj *lazyForgejo, runner *v1
 				runner.Status.JobResult = result
 			}
 		}
-		runner.Status.Phase = v1alpha1.RunnerFinished
+		phase := v1alpha1.RunnerFinished
 		if outcome == v1alpha1.OutcomeFailed || outcome == v1alpha1.OutcomeError {
-			runner.Status.Phase = v1alpha1.RunnerFailed
+			phase = v1alpha1.RunnerFailed
 		}
+		message := fmt.Sprintf("runner pod %s ended: %s", pod.Name, outcome)
+		r.Journal.Runner(runner, journal.Transition(runner, string(phase), reason, message).
+			WithDuration(journal.DurationExecution, now.Sub(r.runningSince(runner))))
+		r.podCreated.Delete(runner.UID)
+		runner.Status.Phase = phase
 		meta.SetStatusCondition(&runner.Status.Conditions, metav1.Condition{
 			Type: "Ended", Status: metav1.ConditionTrue, Reason: reason, ObservedGeneration: runner.Generation,
-			Message: fmt.Sprintf("runner pod %s ended: %s", pod.Name, outcome),
+			Message: message,
 		})
 		if err := r.Client.Status().Update(ctx, runner); err != nil {
 			return fmt.Errorf("record end of runner %s: %w", runner.Name, err)
 		}
-		logf.FromContext(ctx).Info("runner ended", "outcome", outcome, "reason", reason)
 		return r.cleanUp(ctx, fj, runner)
 	}
 	return nil
@@ -176,8 +215,9 @@ func PodOutcome(pod *corev1.Pod) (v1alpha1.RunnerOutcome, *int32, string) {
 // cleanUp makes sure an ended runner's registration is gone and its pod deleted; the pool
 // controller records the runner and deletes it.
 func (r *Reconciler) cleanUp(ctx context.Context, fj *lazyForgejo, runner *v1alpha1.Runner) error {
+	trigger := "runner ended: " + string(runner.Status.Outcome)
 	if !meta.IsStatusConditionTrue(runner.Status.Conditions, ConditionDeregistered) {
-		if err := deregister(ctx, fj, runner); err != nil {
+		if err := r.deregister(ctx, fj, runner, trigger); err != nil {
 			return err
 		}
 		meta.SetStatusCondition(&runner.Status.Conditions, metav1.Condition{
@@ -188,10 +228,29 @@ func (r *Reconciler) cleanUp(ctx context.Context, fj *lazyForgejo, runner *v1alp
 			return fmt.Errorf("record deregistration of runner %s: %w", runner.Name, err)
 		}
 	}
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: runner.Namespace, Name: runnerpod.PodName(runner)}}
-	if err := r.Client.Delete(ctx, pod); client.IgnoreNotFound(err) != nil {
+	return r.deletePod(ctx, runner, trigger)
+}
+
+// deletePod deletes the runner's pod, if it is still there, and audits it. The pod would go
+// with its Runner anyway, through its owner reference; deleting it here makes the operator the
+// actor on record and stops a finished runner's sidecars at once.
+func (r *Reconciler) deletePod(ctx context.Context, runner *v1alpha1.Runner, trigger string) error {
+	var pod corev1.Pod
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: runner.Namespace, Name: runnerpod.PodName(runner)}, &pod)
+	if apierrors.IsNotFound(err) || (err == nil && !pod.DeletionTimestamp.IsZero()) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("get pod of runner %s: %w", runner.Name, err)
+	}
+	err = r.Client.Delete(ctx, &pod, client.Preconditions{UID: &pod.UID})
+	if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("delete pod of runner %s: %w", runner.Name, err)
 	}
+	r.audit(runner, audit.ActionPodDeleted, "pod.deleted:"+string(pod.UID), "pod "+pod.Namespace+"/"+pod.Name, trigger)
 	return nil
 }
 
@@ -200,7 +259,7 @@ func (r *Reconciler) cleanUp(ctx context.Context, fj *lazyForgejo, runner *v1alp
 // but this registration was made in this scope with this token; should the token have lost the
 // scope since, the registration is not lost track of: the pool's garbage collection lists the
 // scope, reports that it cannot, and deletes the registration once it can.
-func deregister(ctx context.Context, fj *lazyForgejo, runner *v1alpha1.Runner) error {
+func (r *Reconciler) deregister(ctx context.Context, fj *lazyForgejo, runner *v1alpha1.Runner, trigger string) error {
 	reg := runner.Status.Registration
 	if reg == nil || meta.IsStatusConditionTrue(runner.Status.Conditions, ConditionDeregistered) {
 		return nil
@@ -210,14 +269,20 @@ func deregister(ctx context.Context, fj *lazyForgejo, runner *v1alpha1.Runner) e
 		return err
 	}
 	err = c.DeleteRunner(ctx, reg.ID)
-	if err == nil {
-		logf.FromContext(ctx).Info("deleted runner registration", "uuid", reg.UUID)
-		return nil
-	}
+	result := "deleted"
 	if errors.Is(err, forgejo.ErrNotFound) {
-		return nil
+		// Forgejo deletes an ephemeral runner once its task is done; recorded all the same, so
+		// every registration created has its end on record.
+		result, err = "already gone (Forgejo answered 404)", nil
 	}
-	return fmt.Errorf("delete registration %s of runner %s: %w", reg.UUID, runner.Name, err)
+	if err != nil {
+		return fmt.Errorf("delete registration %s of runner %s: %w", reg.UUID, runner.Name, err)
+	}
+	rec := r.auditRecord(runner, audit.ActionRegistrationDeleted, "registration.deleted:"+reg.UUID,
+		fmt.Sprintf("registration %d (uuid %s, name %s)", reg.ID, reg.UUID, reg.Name), trigger)
+	rec.Details["result"] = result
+	r.Journal.Audit(rec)
+	return nil
 }
 
 // RegistrationName is the runner's name in Forgejo: namespace and Runner name, so that a
@@ -250,6 +315,11 @@ func (r *Reconciler) observeJob(ctx context.Context, runner *v1alpha1.Runner) (c
 	if !ok || job.Status != "running" {
 		return ctrl.Result{RequeueAfter: jobCheckInterval}, nil
 	}
+	ev := journal.Transition(runner, string(v1alpha1.RunnerBusy), "JobRunning", fmt.Sprintf("job %d is running", job.ID))
+	if !job.SeenAt.IsZero() && !job.RunningSince.IsZero() {
+		ev = ev.WithDuration(journal.DurationQueueWait, job.RunningSince.Sub(job.SeenAt))
+	}
+	r.Journal.Runner(runner, ev)
 	runner.Status.Phase = v1alpha1.RunnerBusy
 	meta.SetStatusCondition(&runner.Status.Conditions, metav1.Condition{
 		Type: "JobPicked", Status: metav1.ConditionTrue, Reason: "JobRunning", ObservedGeneration: runner.Generation,

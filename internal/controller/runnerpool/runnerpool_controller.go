@@ -4,9 +4,11 @@
 package runnerpool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -25,9 +27,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/audit"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejo"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jobwatch"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/journal"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/matching"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/opmetrics"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/poolconn"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/runnerpod"
 )
@@ -56,6 +61,10 @@ type Reconciler struct {
 	// GCInterval is how often registrations are checked for orphans (default DefaultGCInterval).
 	GCInterval time.Duration
 	Now        func() time.Time
+	// Journal records runner transitions and audits pool actions; nil records nothing.
+	Journal *journal.Journal
+	// Metrics count retired runners and collected orphans; nil counts nothing.
+	Metrics *opmetrics.Metrics
 
 	gc orphanCollector
 	// deleted remembers the Runners this controller deleted until the cache stops showing
@@ -109,11 +118,20 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return r.finalize(ctx, &pool, runners)
 	}
 	if controllerutil.AddFinalizer(&pool, Finalizer) {
+		r.auditPool(&pool, audit.ActionPoolCreated, "pool.created:"+string(pool.UID),
+			"created by "+fieldManager(&pool, false), nil)
 		if err := r.Client.Update(ctx, &pool); err != nil {
 			return reconcile.Result{}, fmt.Errorf("add finalizer: %w", err)
 		}
+	} else if seen := pool.Status.ObservedGeneration; seen != 0 && seen != pool.Generation {
+		r.auditPool(&pool, audit.ActionPoolChanged, fmt.Sprintf("pool.changed:%s:%d", pool.UID, pool.Generation),
+			fmt.Sprintf("spec change (generation %d) by %s", pool.Generation, fieldManager(&pool, true)),
+			map[string]string{"generation": strconv.FormatInt(pool.Generation, 10), "previousGeneration": strconv.FormatInt(seen, 10)})
 	}
 
+	if r.Metrics != nil {
+		r.Metrics.PoolSeen(pool.Namespace, pool.Name)
+	}
 	status := pool.Status.DeepCopy()
 	status.ObservedGeneration = pool.Generation
 	live, err := r.retireEnded(ctx, &pool, status, runners)
@@ -149,7 +167,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return reconcile.Result{}, err
 	}
 	if demand.Err == nil && r.gc.due(pool.UID, r.Now(), r.gcInterval()) {
-		if err := r.gc.collect(ctx, fj, &pool, registrationIDs(runners)); err != nil {
+		if err := r.gc.collect(ctx, fj, &pool, registrationIDs(runners), r.orphanDeleted); err != nil {
 			// Orphans cost only a stale entry in Forgejo's list; the next pass tries again.
 			logf.FromContext(ctx).Error(err, "garbage collection of registrations")
 		}
@@ -168,6 +186,47 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		result.RequeueAfter = retryIn
 	}
 	return result, err
+}
+
+// auditPool records an action on the pool itself.
+func (r *Reconciler) auditPool(pool *v1alpha1.RunnerPool, action, id, trigger string, details map[string]string) {
+	r.Journal.Audit(audit.Record{
+		ID: id, Action: action, Namespace: pool.Namespace, Pool: pool.Name,
+		Object: fmt.Sprintf("RunnerPool %s/%s (uid %s)", pool.Namespace, pool.Name, pool.UID),
+		Actor:  audit.Actor{Identity: r.Journal.Identity(), Trigger: trigger}, Details: details,
+	})
+}
+
+// orphanDeleted records a registration garbage collection deleted.
+func (r *Reconciler) orphanDeleted(pool *v1alpha1.RunnerPool, reg forgejo.Runner, result string) {
+	r.Journal.Audit(audit.Record{
+		ID: "registration.deleted:" + reg.UUID, Action: audit.ActionRegistrationDeleted, Namespace: pool.Namespace, Pool: pool.Name,
+		Object:  fmt.Sprintf("registration %d (uuid %s, name %s)", reg.ID, reg.UUID, reg.Name),
+		Actor:   audit.Actor{Identity: r.Journal.Identity(), Trigger: "garbage collection: the registration carries the pool's marker but no Runner holds it"},
+		Details: map[string]string{"result": result},
+	})
+	if r.Metrics != nil {
+		r.Metrics.OrphanCollected(pool.Namespace, pool.Name)
+	}
+}
+
+// fieldManager names who last changed (latest) or first wrote (!latest) the pool's spec, from
+// its managed fields: "kubectl-client-side-apply", "kubectl", "argocd-controller"...
+func fieldManager(pool *v1alpha1.RunnerPool, latest bool) string {
+	var name string
+	var at time.Time
+	for _, mf := range pool.ManagedFields {
+		if mf.Subresource != "" || mf.FieldsV1 == nil || !bytes.Contains(mf.FieldsV1.GetRawBytes(), []byte(`"f:spec"`)) || mf.Time == nil {
+			continue
+		}
+		if name == "" || (latest && mf.Time.After(at)) || (!latest && mf.Time.Time.Before(at)) {
+			name, at = mf.Manager, mf.Time.Time
+		}
+	}
+	if name == "" {
+		return "an unknown field manager"
+	}
+	return name
 }
 
 func registrationIDs(runners []v1alpha1.Runner) map[int64]bool {
@@ -226,6 +285,7 @@ func (r *Reconciler) finalize(ctx context.Context, pool *v1alpha1.RunnerPool, ru
 	if len(runners) > 0 {
 		for i := range runners {
 			if runners[i].DeletionTimestamp.IsZero() {
+				r.Journal.Runner(&runners[i], journal.Deleted(&runners[i], "PoolDeleted", "the RunnerPool is being deleted", r.Now()))
 				if err := r.deleteRunner(ctx, &runners[i]); client.IgnoreNotFound(err) != nil {
 					return reconcile.Result{}, fmt.Errorf("delete runner %s: %w", runners[i].Name, err)
 				}
@@ -235,6 +295,12 @@ func (r *Reconciler) finalize(ctx context.Context, pool *v1alpha1.RunnerPool, ru
 	}
 	r.Watcher.Unregister(client.ObjectKeyFromObject(pool))
 	r.gc.forget(pool.UID)
+	if controllerutil.ContainsFinalizer(pool, Finalizer) {
+		r.auditPool(pool, audit.ActionPoolDeleted, "pool.deleted:"+string(pool.UID), "RunnerPool deleted; its runners are gone", nil)
+	}
+	if r.Metrics != nil {
+		r.Metrics.PoolGone(pool.Namespace, pool.Name)
+	}
 	if controllerutil.RemoveFinalizer(pool, Finalizer) {
 		if err := r.Client.Update(ctx, pool); err != nil {
 			return reconcile.Result{}, fmt.Errorf("remove finalizer: %w", err)

@@ -19,6 +19,7 @@ import (
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/controller/runner"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejo"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jobwatch"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/journal"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/runnerpod"
 )
 
@@ -61,6 +62,7 @@ func (r *Reconciler) endRunnersWithoutJob(ctx context.Context, pool *v1alpha1.Ru
 		finished := metav1.NewTime(now)
 		rec.FinishedAt = &finished
 		status.RecentRunners = AddRecord(status.RecentRunners, rec, historyLimit(pool))
+		r.Journal.Runner(&rn, journal.Deleted(&rn, rec.Reason, rec.Message, now))
 	}
 	if err := r.updateStatus(ctx, pool, status); err != nil {
 		return nil, err
@@ -145,7 +147,9 @@ func (g *orphanCollector) due(pool types.UID, now time.Time, interval time.Durat
 }
 
 // collect runs one pass for a pool. known are the registration IDs its Runners hold.
-func (g *orphanCollector) collect(ctx context.Context, fj *forgejo.Client, pool *v1alpha1.RunnerPool, known map[int64]bool) error {
+// deleted is told of every registration the pass deleted (or found already gone).
+func (g *orphanCollector) collect(ctx context.Context, fj *forgejo.Client, pool *v1alpha1.RunnerPool, known map[int64]bool,
+	deleted func(pool *v1alpha1.RunnerPool, reg forgejo.Runner, result string)) error {
 	registrations, err := fj.ListRunners(ctx, forgejo.ListOptions{})
 	if err != nil {
 		return fmt.Errorf("list registrations for garbage collection: %w", err)
@@ -163,10 +167,14 @@ func (g *orphanCollector) collect(ctx context.Context, fj *forgejo.Client, pool 
 			suspects = append(suspects, reg.ID)
 			continue
 		}
-		if err := fj.DeleteRunner(ctx, reg.ID); err != nil && !errors.Is(err, forgejo.ErrNotFound) {
+		result := "deleted"
+		if err := fj.DeleteRunner(ctx, reg.ID); errors.Is(err, forgejo.ErrNotFound) {
+			result = "already gone (Forgejo answered 404)"
+		} else if err != nil {
 			return fmt.Errorf("delete orphaned registration %s: %w", reg.UUID, err)
 		}
 		logf.FromContext(ctx).Info("deleted orphaned registration", "uuid", reg.UUID, "name", reg.Name)
+		deleted(pool, reg, result)
 	}
 	g.mu.Lock()
 	g.suspects[pool.UID] = suspects
@@ -227,6 +235,7 @@ func (r *Reconciler) scaleDown(ctx context.Context, fj *forgejo.Client, pool *v1
 		finished := metav1.NewTime(now)
 		rec.FinishedAt = &finished
 		status.RecentRunners = AddRecord(status.RecentRunners, rec, historyLimit(pool))
+		r.Journal.Runner(&rn, journal.Deleted(&rn, rec.Reason, rec.Message, now))
 	}
 	if err := r.updateStatus(ctx, pool, status); err != nil {
 		return nil, err

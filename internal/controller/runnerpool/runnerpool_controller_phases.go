@@ -18,6 +18,7 @@ import (
 
 	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jobwatch"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/journal"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/runnerpod"
 )
 
@@ -51,9 +52,17 @@ func BuildRunner(pool *v1alpha1.RunnerPool, name string, job *jobwatch.Job) *v1a
 	if runner.Spec.Mode == "" {
 		runner.Spec.Mode = v1alpha1.ModeEphemeral
 	}
+	trigger := fmt.Sprintf("pool minIdle %d (generation %d)", pool.Spec.Scaling.MinIdle, pool.Generation)
 	if job != nil {
-		runner.Spec.Job = &v1alpha1.JobRef{ID: job.ID, Attempt: job.Attempt, Handle: job.Handle, RunsOn: job.RunsOn}
+		runner.Spec.Job = &v1alpha1.JobRef{ID: job.ID, Attempt: job.Attempt, Handle: job.Handle, RunsOn: job.RunsOn,
+			Repository: job.Repository, RepoID: job.RepoID}
+		via := job.Via
+		if via == "" {
+			via = jobwatch.ViaPoll
+		}
+		trigger = fmt.Sprintf("job %d waiting, seen by %s", job.ID, via)
 	}
+	runner.Annotations = map[string]string{v1alpha1.TriggerAnnotation: trigger}
 	return runner
 }
 
@@ -78,7 +87,9 @@ func (r *Reconciler) retireEnded(ctx context.Context, pool *v1alpha1.RunnerPool,
 	if len(ended) == 0 {
 		return live, nil
 	}
+	now := r.Now()
 	for _, rn := range ended {
+		r.Journal.Runner(&rn, journal.Deleted(&rn, "Retired", "recorded in the pool's history", now))
 		rec := Record(&rn)
 		if rec.JobResult == "" && rec.Handle != "" {
 			// The job's completed event may have come after the runner's pod ended.
@@ -127,7 +138,7 @@ func Record(rn *v1alpha1.Runner) v1alpha1.RunnerRecord {
 		rec.UUID = rn.Status.Registration.UUID
 	}
 	if rn.Spec.Job != nil {
-		rec.JobID, rec.Handle = rn.Spec.Job.ID, rn.Spec.Job.Handle
+		rec.JobID, rec.Handle, rec.Repository = rn.Spec.Job.ID, rn.Spec.Job.Handle, rn.Spec.Job.Repository
 	}
 	if c := meta.FindStatusCondition(rn.Status.Conditions, "Ended"); c != nil {
 		rec.Reason, rec.Message = c.Reason, c.Message
@@ -198,7 +209,11 @@ func (r *Reconciler) scaleUp(ctx context.Context, pool *v1alpha1.RunnerPool, liv
 		}
 		room--
 		created = append(created, *runner)
-		logf.FromContext(ctx).Info("created runner", "runner", runner.Name, "handle", handleOf(runner))
+		reason := "JobWaiting"
+		if runner.Spec.Job == nil {
+			reason = "MinIdle"
+		}
+		r.Journal.Runner(runner, journal.Transition(runner, string(v1alpha1.RunnerPending), reason, runner.Annotations[v1alpha1.TriggerAnnotation]))
 	}
 	return created, retryIn, nil
 }
