@@ -2,14 +2,20 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/client-go/rest"
+
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/audit"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/eventually"
 )
 
 // TestDevEnvironment brings up what `make dev` brings up and checks what a user sees there:
@@ -20,6 +26,7 @@ func TestDevEnvironment(t *testing.T) {
 		nodes:       1,
 		webhookPort: freePort(t),
 		forgejoAddr: "127.0.0.1:0",
+		metricsAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 	})
 	if err != nil {
 		t.Fatalf("dev environment did not come up: %v", err)
@@ -76,6 +83,30 @@ func TestDevEnvironment(t *testing.T) {
 	if len(table.Rows) < 4 {
 		t.Errorf("want the four sample pools, got %d rows", len(table.Rows))
 	}
+
+	// The binary's record flags are wired: the audit log holds the sample pools' creation and
+	// verifies, and /metrics reports the pools.
+	eventually.True(t, time.Minute, "the sample pools audited and in /metrics", func() (bool, string) {
+		f, err := os.Open(env.auditLog)
+		if err != nil {
+			return false, err.Error()
+		}
+		defer func() { _ = f.Close() }()
+		report, err := audit.Verify(f, audit.VerifyOptions{})
+		if err != nil || report.Problem != nil {
+			return false, fmt.Sprintf("verify: %v %+v", err, report.Problem)
+		}
+		data, _ := os.ReadFile(env.auditLog)
+		created := strings.Count(string(data), `"action":"pool.created"`)
+		resp, err := http.Get("http://" + env.metricsAddr + "/metrics")
+		if err != nil {
+			return false, err.Error()
+		}
+		defer func() { _ = resp.Body.Close() }()
+		metrics, _ := io.ReadAll(resp.Body)
+		ready := strings.Count(string(metrics), "forgejo_runner_operator_pool_ready{")
+		return created >= 4 && ready >= 4, fmt.Sprintf("%d pool.created records, %d pools in /metrics", created, ready)
+	})
 }
 
 func freePort(t *testing.T) int {

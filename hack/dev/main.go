@@ -32,6 +32,7 @@ type config struct {
 	nodes       int
 	webhookPort int
 	forgejoAddr string
+	metricsAddr string
 }
 
 func run(args []string) error {
@@ -41,6 +42,7 @@ func run(args []string) error {
 	fs.IntVar(&cfg.nodes, "nodes", 2, "Number of fake nodes.")
 	fs.IntVar(&cfg.webhookPort, "webhook-port", 19000, "Port of the operator's webhook receiver; the simulator's hook points at it.")
 	fs.StringVar(&cfg.forgejoAddr, "forgejo-addr", "127.0.0.1:3000", "Address of the Forgejo simulator; the samples point at 127.0.0.1:3000.")
+	fs.StringVar(&cfg.metricsAddr, "metrics-addr", "127.0.0.1:18080", "Address the operator serves /metrics on, over plain HTTP; \"0\" serves none.")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -60,10 +62,14 @@ dev: ready.
   kubectl get runnerpools,runners,pods
   Forgejo simulator: %s (admin token %q; control API under /_sim/)
   operator log: %s
+  runner event log: %s
+  audit log: %s (check it: go run ./cmd/forgejo-runner-operator audit verify %s)
+  metrics: curl -s http://%s/metrics | grep ^forgejo_runner_operator_
 Queue three jobs for the trusted-dind pool and watch each get its own runner pod:
   curl -s -H 'Authorization: token %s' -d '{"repo":"acme/app","runs_on":["docker"],"count":3}' %s/_sim/jobs
 dev: press Ctrl-C to stop
-`, env.cluster.Kubeconfig, env.forgejoURL, devAdminToken, env.operatorLog, devAdminToken, env.forgejoURL)
+`, env.cluster.Kubeconfig, env.forgejoURL, devAdminToken, env.operatorLog, env.eventLog, env.auditLog, env.auditLog, cfg.metricsAddr,
+		devAdminToken, env.forgejoURL)
 	<-ctx.Done()
 	fmt.Println("dev: stopping")
 	return nil
@@ -76,6 +82,9 @@ type devEnv struct {
 	forgejoURL  string
 	operator    *operatorproc.Process
 	operatorLog string
+	eventLog    string
+	auditLog    string
+	metricsAddr string
 	stopPlayer  func()
 }
 
@@ -95,7 +104,11 @@ func up(ctx context.Context, cfg config) (env *devEnv, err error) {
 	if err := os.MkdirAll(cfg.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("make %s: %w", cfg.dir, err)
 	}
-	env = &devEnv{operatorLog: filepath.Join(cfg.dir, "operator.log")}
+	env = &devEnv{
+		operatorLog: filepath.Join(cfg.dir, "operator.log"),
+		eventLog:    filepath.Join(cfg.dir, "events.jsonl"),
+		auditLog:    filepath.Join(cfg.dir, "audit.jsonl"),
+	}
 	defer func() {
 		if err != nil {
 			env.down()
@@ -114,7 +127,13 @@ func up(ctx context.Context, cfg config) (env *devEnv, err error) {
 	if err := seedSamples(ctx, env.cluster, env.forgejo.server, root, "http://"+webhookAddr+"/webhook/forgejo"); err != nil {
 		return env, err
 	}
-	env.operator, err = startOperator(ctx, root, cfg.dir, env.cluster.Kubeconfig, webhookAddr)
+	if cfg.metricsAddr == "" {
+		cfg.metricsAddr = "0"
+	}
+	env.metricsAddr = cfg.metricsAddr
+	env.operator, err = startOperator(ctx, root, cfg.dir, env.cluster.Kubeconfig, webhookAddr,
+		"--metrics-bind-address="+cfg.metricsAddr, "--metrics-secure=false",
+		"--event-log-path="+env.eventLog, "--audit-log-path="+env.auditLog)
 	if err != nil {
 		return env, err
 	}
@@ -152,19 +171,18 @@ func (e *devEnv) down() {
 
 // startOperator builds the operator from this checkout and runs it against the cluster the way
 // it runs in one: leader election on, JSON logs, probes served.
-func startOperator(ctx context.Context, root, dir, kubeconfig, webhookAddr string) (*operatorproc.Process, error) {
+func startOperator(ctx context.Context, root, dir, kubeconfig, webhookAddr string, extraArgs ...string) (*operatorproc.Process, error) {
 	bin, err := operatorproc.Build(ctx, root, dir)
 	if err != nil {
 		return nil, err
 	}
 	return operatorproc.Start(ctx, bin, operatorproc.Options{
-		Args: []string{
+		Args: append([]string{
 			"--kubeconfig=" + kubeconfig,
 			"--leader-elect=true",
 			"--leader-election-namespace=default",
-			"--metrics-bind-address=0",
 			"--webhook-bind-address=" + webhookAddr,
-		},
+		}, extraArgs...),
 		LogPath: filepath.Join(dir, "operator.log"),
 	})
 }

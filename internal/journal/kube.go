@@ -51,6 +51,10 @@ type summaryKey struct {
 
 type summary struct {
 	poolUID types.UID
+	// first is the first runner summarised: the event's related object. The events API folds
+	// events that differ only in their note into one series, keeping the first note; a
+	// related object of its own keeps each summary whole.
+	first   *v1alpha1.Runner
 	warning bool
 	total   int
 	counts  map[string]int // by the runners' reason or outcome
@@ -97,6 +101,9 @@ func (k *kubeEvents) runner(rn *v1alpha1.Runner, ev Event) {
 		if owner := metav1.GetControllerOf(rn); owner != nil {
 			s.poolUID = owner.UID
 		}
+	}
+	if s.first == nil {
+		s.first = &v1alpha1.Runner{ObjectMeta: metav1.ObjectMeta{Namespace: ev.Namespace, Name: ev.Runner, UID: ev.RunnerUID}}
 	}
 	s.total++
 	s.counts[detail]++
@@ -155,7 +162,7 @@ func (k *kubeEvents) flush() {
 		if s.warning {
 			eventType = corev1.EventTypeWarning
 		}
-		k.rec.Eventf(pool, nil, eventType, key.reason, "Summarize", "%s", summaryNote(key.reason, s))
+		k.rec.Eventf(pool, s.first, eventType, key.reason, "Summarize", "%s", summaryNote(key.reason, s))
 	}
 }
 

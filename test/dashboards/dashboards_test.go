@@ -29,7 +29,7 @@ const (
 
 // docRowPrefix starts every row of the reference tables in docs/metrics.md; the first cell holds
 // the metric name in backticks and nothing else, the second its type.
-const docRowPrefix = "| `forgejo_runner_operator_"
+const docRowPrefix = "| `" + metricPrefix
 
 var metricTypes = []string{"counter", "gauge", "histogram", "summary"}
 
@@ -48,7 +48,7 @@ func parseMetricDoc(md string) (map[string]string, error) {
 		}
 		nameCell, typ := strings.TrimSpace(cells[1]), strings.Trim(strings.TrimSpace(cells[2]), "`")
 		name := strings.Trim(nameCell, "`")
-		if nameCell != "`"+name+"`" || !metricNameRE.MatchString(name) || metricNameRE.FindString(name) != name {
+		if nameCell != "`"+name+"`" || !metricNameRE.MatchString(name) {
 			errs = append(errs, fmt.Errorf("%s:%d: first cell %q must be only the metric name in backticks", metricsDoc, n+1, nameCell))
 			continue
 		}
@@ -98,38 +98,8 @@ func docQueries(md string) []string {
 	return queries
 }
 
-// metricNameRE finds the operator's metric names in a query.
-var metricNameRE = regexp.MustCompile(`forgejo_runner_operator_[a-z_]+`)
-
-// undocumentedMetrics lists the operator metrics expr uses that docs/metrics.md does not list.
-// A histogram's _bucket, _sum and _count series count as the histogram.
-func undocumentedMetrics(expr string, documented map[string]string) []string {
-	var missing []string
-	for _, name := range metricNameRE.FindAllString(expr, -1) {
-		base := name
-		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
-			if b, ok := strings.CutSuffix(name, suffix); ok && documented[b] == "histogram" {
-				base = b
-			}
-		}
-		if _, ok := documented[base]; !ok && !slices.Contains(missing, name) {
-			missing = append(missing, name)
-		}
-	}
-	return missing
-}
-
-// queryProblems checks one query for PromQL validity and undocumented metrics.
-func queryProblems(where, expr string, documented map[string]string) []string {
-	var problems []string
-	if err := validatePromQL(expr); err != nil {
-		problems = append(problems, fmt.Sprintf("%s: invalid PromQL: %v\n\t%s", where, err, expr))
-	}
-	for _, name := range undocumentedMetrics(expr, documented) {
-		problems = append(problems, fmt.Sprintf("%s: %s is not documented in %s", where, name, metricsDoc))
-	}
-	return problems
-}
+// metricNameRE is the form of the operator's metric names in docs/metrics.md.
+var metricNameRE = regexp.MustCompile(`^` + metricPrefix + `[a-z_]+$`)
 
 // --- the Grafana dashboard ---------------------------------------------------------------
 
@@ -236,9 +206,12 @@ func dashboardProblems(data []byte, documented map[string]string) []string {
 		sel, err := variableSelector(q)
 		if err != nil {
 			add("%s: %v", where, err)
+			continue
 		}
-		for _, name := range undocumentedMetrics(sel, documented) {
-			add("%s: %s is not documented in %s", where, name, metricsDoc)
+		if sel != nil {
+			for _, name := range undocumentedMetrics(sel, documented) {
+				add("%s: %s is not documented in %s", where, name, metricsDoc)
+			}
 		}
 	}
 	if v, ok := vars[datasourceVar]; !ok || v.Type != "datasource" || string(v.Query) != `"prometheus"` {
@@ -488,10 +461,11 @@ func documentedMetrics(t *testing.T) map[string]string {
 	return metrics
 }
 
-func report(t *testing.T, problems []string) {
+// report fails t once per problem found in file.
+func report(t *testing.T, file string, problems []string) {
 	t.Helper()
 	for _, p := range problems {
-		t.Error(p)
+		t.Errorf("%s: %s", file, p)
 	}
 }
 
@@ -534,14 +508,14 @@ func TestMetricsDocQueries(t *testing.T) {
 		t.Fatalf("found %d queries in the promql blocks of %s, want the examples there", len(queries), metricsDoc)
 	}
 	for i, q := range queries {
-		report(t, queryProblems(fmt.Sprintf("%s query %d", metricsDoc, i), q, metrics))
+		report(t, metricsDoc, queryProblems(fmt.Sprintf("query %d", i), q, metrics))
 	}
 }
 
 func TestDashboard(t *testing.T) {
 	data := readRepoFile(t, dashboardFile)
 	metrics := documentedMetrics(t)
-	report(t, dashboardProblems(data, metrics))
+	report(t, dashboardFile, dashboardProblems(data, metrics))
 
 	var d dashboard
 	if err := json.Unmarshal(data, &d); err != nil {
@@ -563,13 +537,12 @@ func TestDashboard(t *testing.T) {
 	// Every documented metric has a panel.
 	used := map[string]bool{}
 	for _, expr := range dashboardExprs(data) {
-		for _, name := range metricNameRE.FindAllString(expr, -1) {
-			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
-				if b, ok := strings.CutSuffix(name, suffix); ok && metrics[b] == "histogram" {
-					name = b
-				}
-			}
-			used[name] = true
+		e, err := promqlParser.ParseExpr(grafanaExpr(expr))
+		if err != nil {
+			continue // dashboardProblems has reported it
+		}
+		for _, name := range metricNames(e) {
+			used[baseMetric(name, metrics)] = true
 		}
 	}
 	var unused []string
@@ -586,7 +559,7 @@ func TestDashboard(t *testing.T) {
 
 func TestAlertRules(t *testing.T) {
 	data := readRepoFile(t, rulesFile)
-	report(t, ruleProblems(data, documentedMetrics(t)))
+	report(t, rulesFile, ruleProblems(data, documentedMetrics(t)))
 
 	// docs/metrics.md lists every alert.
 	var pr prometheusRule
@@ -635,6 +608,9 @@ func TestUndocumentedMetrics(t *testing.T) {
 		want []string
 	}{
 		{`forgejo_runner_operator_runners`, nil},
+		{`{__name__="forgejo_runner_operator_nope", pool="a"}`, []string{"forgejo_runner_operator_nope"}},
+		// A label value is not a metric name.
+		{`up{job="forgejo_runner_operator_nope"}`, nil},
 		{`histogram_quantile(0.5, rate(forgejo_runner_operator_job_wait_seconds_bucket[5m]))`, nil},
 		{`rate(forgejo_runner_operator_job_wait_seconds_sum[5m]) / rate(forgejo_runner_operator_job_wait_seconds_count[5m])`, nil},
 		{`forgejo_runner_operator_nope_total`, []string{"forgejo_runner_operator_nope_total"}},
@@ -642,7 +618,11 @@ func TestUndocumentedMetrics(t *testing.T) {
 		{`forgejo_runner_operator_things_total_count + forgejo_runner_operator_things_total_count`, []string{"forgejo_runner_operator_things_total_count"}},
 		{`up`, nil},
 	} {
-		if got := undocumentedMetrics(tc.expr, testDoc); !slices.Equal(got, tc.want) {
+		e, err := promqlParser.ParseExpr(tc.expr)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.expr, err)
+		}
+		if got := undocumentedMetrics(e, testDoc); !slices.Equal(got, tc.want) {
 			t.Errorf("undocumentedMetrics(%q) = %v, want %v", tc.expr, got, tc.want)
 		}
 	}

@@ -56,35 +56,42 @@ func TestABurstIsAccountedForEverywhere(t *testing.T) {
 	const pool, n = "observed", 12
 	w.webhookPool(t, pool)
 	w.waitReady(t, pool) // so that the webhooks, not the first poll, bring the jobs
-	queued, err := w.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}, Count: n})
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually.True(t, 3*time.Minute, "every job to succeed", w.allSucceeded(queued))
-	eventually.True(t, time.Minute, "nothing left", func() (bool, string) {
-		regs, runners, pods := w.leftovers(t, pool)
-		return regs == 0 && runners == 0 && pods == 0, fmt.Sprintf("%d registrations, %d runners, %d pods", regs, runners, pods)
-	})
-
-	// Kubernetes Events: the pool's summaries, sent every few seconds, count every runner;
-	// runners have their own.
+	// Two waves, so that the pool's Kubernetes Events summarise them in separate events.
 	var kubeEvents []eventsv1.Event
-	eventually.True(t, 30*time.Second, "the pool's event summaries", func() (bool, string) {
-		kubeEvents = w.kubeEvents(t)
-		created, ended, onRunners := 0, 0, 0
-		for _, e := range kubeEvents {
-			switch {
-			case e.Regarding.Kind == "RunnerPool" && e.Regarding.Name == pool && e.Reason == "RunnersCreated":
-				created += leadingCount(e.Note)
-			case e.Regarding.Kind == "RunnerPool" && e.Regarding.Name == pool && e.Reason == "RunnersEnded":
-				ended += leadingCount(e.Note)
-			case e.Regarding.Kind == "Runner" && e.Reason == "Registered":
-				onRunners++
+	summaries := func(want int) func() (bool, string) {
+		return func() (bool, string) {
+			kubeEvents = w.kubeEvents(t)
+			created, ended, onRunners := 0, 0, 0
+			for _, e := range kubeEvents {
+				switch {
+				case e.Regarding.Kind == "RunnerPool" && e.Regarding.Name == pool && e.Reason == "RunnersCreated":
+					created += leadingCount(e.Note)
+				case e.Regarding.Kind == "RunnerPool" && e.Regarding.Name == pool && e.Reason == "RunnersEnded":
+					ended += leadingCount(e.Note)
+				case e.Regarding.Kind == "Runner" && e.Reason == "Registered":
+					onRunners++
+				}
 			}
+			return created == want && ended == want && onRunners > 0,
+				fmt.Sprintf("summaries count %d runners created and %d ended, %d Registered events on Runners; want %d, %d, >0", created, ended, onRunners, want, want)
 		}
-		return created == n && ended == n && onRunners > 0,
-			fmt.Sprintf("summaries count %d runners created and %d ended, %d Registered events on Runners; want %d, %d, >0", created, ended, onRunners, n, n)
-	})
+	}
+	var queued []forgejosim.Job
+	for wave := 1; wave <= 2; wave++ {
+		jobs, err := w.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}, Count: n / 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		queued = append(queued, jobs...)
+		eventually.True(t, 3*time.Minute, "every job to succeed", w.allSucceeded(queued))
+		eventually.True(t, time.Minute, "nothing left", func() (bool, string) {
+			regs, runners, pods := w.leftovers(t, pool)
+			return regs == 0 && runners == 0 && pods == 0, fmt.Sprintf("%d registrations, %d runners, %d pods", regs, runners, pods)
+		})
+		// The pool's summaries, sent every few seconds, count every runner; runners have
+		// their own events.
+		eventually.True(t, 30*time.Second, "the pool's event summaries", summaries(len(queued)))
+	}
 
 	// A user's spec change and the pool's deletion are audited too.
 	p := w.pool(t, pool)

@@ -101,7 +101,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	if runner.Status.Phase == "" {
 		// The pool records the creation; this covers a pool that stopped right after creating.
-		r.Journal.Runner(&runner, journal.Transition(&runner, string(v1alpha1.RunnerPending), "Created", createdBy(&runner)))
+		r.Journal.Runner(&runner, journal.Created(&runner))
 	}
 	if controllerutil.AddFinalizer(&runner, Finalizer) {
 		if err := r.Client.Update(ctx, &runner); err != nil {

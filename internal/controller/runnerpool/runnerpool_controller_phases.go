@@ -209,11 +209,7 @@ func (r *Reconciler) scaleUp(ctx context.Context, pool *v1alpha1.RunnerPool, liv
 		}
 		room--
 		created = append(created, *runner)
-		reason := "JobWaiting"
-		if runner.Spec.Job == nil {
-			reason = "MinIdle"
-		}
-		r.Journal.Runner(runner, journal.Transition(runner, string(v1alpha1.RunnerPending), reason, runner.Annotations[v1alpha1.TriggerAnnotation]))
+		r.Journal.Runner(runner, journal.Created(runner))
 	}
 	return created, retryIn, nil
 }
