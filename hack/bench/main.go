@@ -44,6 +44,7 @@ type config struct {
 
 	kubeconfigFlag bool
 	operatorBin    string
+	records        bool
 }
 
 func main() {
@@ -74,6 +75,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.dir, "dir", "", "Directory for the operator binary, its log and the cluster logs (default: a temporary one).")
 	fs.BoolVar(&cfg.kubeconfigFlag, "kubeconfig-flag", false, "Give the operator --kubeconfig, as make dev does, instead of $KUBECONFIG; its Kubernetes client is then limited to 5 requests/s.")
 	fs.StringVar(&cfg.operatorBin, "operator", "", "Run this operator binary instead of building ./cmd/forgejo-runner-operator (to compare versions).")
+	fs.BoolVar(&cfg.records, "records", true, "Run the operator with its event log and audit log (in -dir), as config/records does.")
 	fs.BoolVar(&cfg.keep, "keep", false, "Keep -dir afterwards (it is always kept when the run fails).")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err

@@ -23,7 +23,8 @@ import (
 // The kubeconfig goes in $KUBECONFIG by default, as the binary loads it in a cluster; with
 // kubeconfigFlag it goes in --kubeconfig, as `make dev` passes it. Its log is
 // operator-<name>.log; webhookAddr is its --webhook-bind-address ("0" for none).
-func startOperator(ctx context.Context, bin, dir, name, kubeconfig string, kubeconfigFlag bool, poll time.Duration, webhookAddr string) (*operatorproc.Process, error) {
+// With records, the event and audit logs are written to dir as well.
+func startOperator(ctx context.Context, bin, dir, name, kubeconfig string, kubeconfigFlag, records bool, poll time.Duration, webhookAddr string) (*operatorproc.Process, error) {
 	opts := operatorproc.Options{
 		Args: []string{
 			"--leader-elect=true",
@@ -33,6 +34,11 @@ func startOperator(ctx context.Context, bin, dir, name, kubeconfig string, kubec
 			"--webhook-bind-address=" + webhookAddr,
 		},
 		LogPath: filepath.Join(dir, "operator-"+name+".log"),
+	}
+	if records {
+		opts.Args = append(opts.Args,
+			"--event-log-path="+filepath.Join(dir, "events-"+name+".jsonl"),
+			"--audit-log-path="+filepath.Join(dir, "audit-"+name+".jsonl"))
 	}
 	if kubeconfigFlag {
 		opts.Args = append(opts.Args, "--kubeconfig="+kubeconfig)

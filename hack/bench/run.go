@@ -142,7 +142,7 @@ func (e *env) runPath(ctx context.Context, path string) (res *results, err error
 	}
 	// Polls before this operator starts are an earlier path's.
 	before := e.counter.snapshot()
-	op, err := startOperator(ctx, e.bin, e.dir, path, e.cluster.Kubeconfig, e.cfg.kubeconfigFlag, e.cfg.poll, webhookAddr)
+	op, err := startOperator(ctx, e.bin, e.dir, path, e.cluster.Kubeconfig, e.cfg.kubeconfigFlag, e.cfg.records, e.cfg.poll, webhookAddr)
 	if err != nil {
 		return nil, err
 	}
