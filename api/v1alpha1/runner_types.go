@@ -8,10 +8,6 @@ import (
 // `kubectl get runners -l pool=NAME` lists a pool's live runners.
 const PoolLabel = "pool"
 
-// TriggerAnnotation on a Runner says what made the pool create it: a poll, a webhook delivery
-// or the pool's minIdle. The audit log names it as the actor's trigger.
-const TriggerAnnotation = "forgejo.brooktrails.org/trigger"
-
 // JobRef identifies the Forgejo job attempt a runner was created for.
 type JobRef struct {
 	// id of the job in Forgejo.
@@ -25,6 +21,7 @@ type JobRef struct {
 	// +optional
 	Handle string `json:"handle,omitempty"`
 	// repository the job belongs to, as owner/repo, when a webhook named it.
+	// +kubebuilder:validation:MaxLength=256
 	// +optional
 	Repository string `json:"repository,omitempty"`
 	// repoID is the Forgejo id of the job's repository.
@@ -52,6 +49,13 @@ type RunnerSpec struct {
 	// persistent runner.
 	// +optional
 	Job *JobRef `json:"job,omitempty"`
+
+	// trigger says what made the pool create this runner: a job seen by a poll or a webhook
+	// delivery, or the pool's minIdle. The audit log names it as the trigger of the runner's
+	// registration and pod; being part of the immutable spec, it cannot be rewritten later.
+	// +kubebuilder:validation:MaxLength=512
+	// +optional
+	Trigger string `json:"trigger,omitempty"`
 }
 
 // RunnerPhase is where a runner is in its life.

@@ -418,6 +418,7 @@ type RunnerRecord struct {
 	// +optional
 	Handle string `json:"handle,omitempty"`
 	// repository of the job, as owner/repo, when a webhook named it.
+	// +kubebuilder:validation:MaxLength=256
 	// +optional
 	Repository string `json:"repository,omitempty"`
 	// createdAt is when the Runner was created.

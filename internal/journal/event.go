@@ -123,11 +123,11 @@ func Deleted(rn *v1alpha1.Runner, reason, message string, now time.Time) Event {
 }
 
 // Created is a runner's first event: its pool created it, for a waiting job or to keep minIdle
-// warm runners, for the reason in its trigger annotation.
+// warm runners, as its spec's trigger says.
 func Created(rn *v1alpha1.Runner) Event {
 	reason := "JobWaiting"
 	if rn.Spec.Job == nil {
 		reason = "MinIdle"
 	}
-	return Transition(rn, string(v1alpha1.RunnerPending), reason, rn.Annotations[v1alpha1.TriggerAnnotation])
+	return Transition(rn, string(v1alpha1.RunnerPending), reason, rn.Spec.Trigger)
 }

@@ -3,6 +3,7 @@ package journal
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -39,11 +40,17 @@ type Journal struct {
 	opts Options
 	kube *kubeEvents
 
-	mu      sync.Mutex
+	// files guards the open files: writers hold it shared while they append (the event log
+	// and the audit log order concurrent appends themselves), so one slow fsync does not
+	// queue every controller worker; opening and closing hold it alone.
+	files   sync.RWMutex
 	events  *jsonlog.Writer
 	audit   *audit.Log
 	stopped bool
-	// seen dedupes transitions when there is no event log file to do it.
+
+	mu sync.Mutex
+	// seen are the ids of the transitions sent to the sinks other than the file: with no file,
+	// or a write that failed and is retried, it keeps them from hearing of one twice.
 	seen *idSet
 	// deletions are the reasons of the last Deleted events, by runner uid.
 	deletions     map[types.UID]string
@@ -65,9 +72,12 @@ func New(opts Options) *Journal {
 // Start opens the files, sends aggregated Kubernetes Events until ctx ends, then flushes and
 // closes everything. A file that cannot be opened stops the operator: the user asked for it.
 func (j *Journal) Start(ctx context.Context) error {
-	j.mu.Lock()
-	err := j.openLocked()
-	j.mu.Unlock()
+	j.files.Lock()
+	err := errors.Join(j.openEventsLocked(), j.openAuditLocked())
+	if err != nil {
+		err = errors.Join(err, j.closeLocked()) // the one that did open
+	}
+	j.files.Unlock()
 	if err != nil {
 		return err
 	}
@@ -76,11 +86,52 @@ func (j *Journal) Start(ctx context.Context) error {
 	} else {
 		<-ctx.Done()
 	}
-	j.mu.Lock()
-	defer j.mu.Unlock()
+	j.files.Lock()
+	defer j.files.Unlock()
 	// Controllers stop alongside the journal and may still finish a transition: from now on
-	// each write opens and closes the files itself (see writeLocked).
+	// each write opens and closes the files itself.
 	j.stopped = true
+	if err := j.closeLocked(); err != nil {
+		return fmt.Errorf("close journal: %w", err)
+	}
+	return nil
+}
+
+// NeedLeaderElection keeps the files with the leader.
+func (j *Journal) NeedLeaderElection() bool { return true }
+
+func (j *Journal) openEventsLocked() error {
+	if j.events != nil || j.opts.EventLog.Path == "" {
+		return nil
+	}
+	w, err := jsonlog.Open(j.opts.EventLog)
+	if err != nil {
+		return fmt.Errorf("open event log: %w", err)
+	}
+	if cut := w.Recovered(); len(cut) > 0 {
+		j.opts.Log.Info("event log ended in a partial line, cut off", "path", w.Path(), "bytes", len(cut))
+	}
+	j.events = w
+	return nil
+}
+
+func (j *Journal) openAuditLocked() error {
+	if j.audit != nil || j.opts.AuditLogPath == "" {
+		return nil
+	}
+	l, err := audit.Open(j.opts.AuditLogPath, j.opts.Identity, j.opts.Now)
+	if err != nil {
+		return fmt.Errorf("open audit log: %w", err)
+	}
+	j.audit = l
+	if j.opts.Metrics != nil {
+		seq, _ := l.Head()
+		j.opts.Metrics.SetAuditHead(seq)
+	}
+	return nil
+}
+
+func (j *Journal) closeLocked() error {
 	var errs []error
 	if j.events != nil {
 		errs = append(errs, j.events.Close())
@@ -90,40 +141,7 @@ func (j *Journal) Start(ctx context.Context) error {
 		errs = append(errs, j.audit.Close())
 		j.audit = nil
 	}
-	for _, err := range errs {
-		if err != nil {
-			return fmt.Errorf("close journal: %w", err)
-		}
-	}
-	return nil
-}
-
-// NeedLeaderElection keeps the files with the leader.
-func (j *Journal) NeedLeaderElection() bool { return true }
-
-func (j *Journal) openLocked() error {
-	if j.events == nil && j.opts.EventLog.Path != "" {
-		w, err := jsonlog.Open(j.opts.EventLog)
-		if err != nil {
-			return fmt.Errorf("open event log: %w", err)
-		}
-		if cut := w.Recovered(); len(cut) > 0 {
-			j.opts.Log.Info("event log ended in a partial line, cut off", "path", w.Path(), "bytes", len(cut))
-		}
-		j.events = w
-	}
-	if j.audit == nil && j.opts.AuditLogPath != "" {
-		l, err := audit.Open(j.opts.AuditLogPath, j.opts.Identity, j.opts.Now)
-		if err != nil {
-			return fmt.Errorf("open audit log: %w", err)
-		}
-		j.audit = l
-		if j.opts.Metrics != nil {
-			seq, _ := l.Head()
-			j.opts.Metrics.SetAuditHead(seq)
-		}
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Runner records one transition of rn, to every sink. Call it before the transition is
@@ -148,30 +166,43 @@ func (j *Journal) Runner(rn *v1alpha1.Runner, ev Event) {
 	}
 }
 
-// write appends the event to the file, or without one remembers its id; it reports whether the
-// event is new.
+// write appends the event to the file and reports whether the other sinks are to hear of it:
+// not when the file holds it already, nor when they heard of it when an earlier attempt to
+// write it failed.
 func (j *Journal) write(ev Event) bool {
 	line, err := json.Marshal(ev)
 	if err != nil {
 		j.opts.Log.Error(err, "encode runner event", "id", ev.ID)
 		return false
 	}
+	written, err := j.appendEvent(ev.ID, line)
+	if err != nil {
+		// The file lost it; the log, the metrics and Kubernetes still hear of it.
+		j.writeFailed("events", err, ev.ID)
+		written = true
+	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	return written && j.seen.add(ev.ID)
+}
+
+func (j *Journal) appendEvent(id string, line []byte) (bool, error) {
 	if j.opts.EventLog.Path == "" {
-		return j.seen.add(ev.ID)
+		return true, nil
 	}
-	if err := j.openLocked(); err != nil {
-		j.writeFailed("events", err, ev.ID)
-		return j.seen.add(ev.ID) // the other sinks still hear of it
+	j.files.RLock()
+	if w := j.events; w != nil && !j.stopped {
+		defer j.files.RUnlock()
+		return w.Append(id, line)
+	}
+	j.files.RUnlock()
+	j.files.Lock()
+	defer j.files.Unlock()
+	if err := j.openEventsLocked(); err != nil {
+		return false, err
 	}
 	defer j.closeIfStoppedLocked()
-	written, err := j.events.Append(ev.ID, line)
-	if err != nil {
-		j.writeFailed("events", err, ev.ID)
-		return j.seen.add(ev.ID)
-	}
-	return written
+	return j.events.Append(id, line)
 }
 
 // closeIfStoppedLocked closes the files after a write made once Start has returned, so that no
@@ -180,17 +211,8 @@ func (j *Journal) closeIfStoppedLocked() {
 	if !j.stopped {
 		return
 	}
-	if j.events != nil {
-		if err := j.events.Close(); err != nil {
-			j.writeFailed("events", err, "")
-		}
-		j.events = nil
-	}
-	if j.audit != nil {
-		if err := j.audit.Close(); err != nil {
-			j.writeFailed("audit", err, "")
-		}
-		j.audit = nil
+	if err := j.closeLocked(); err != nil {
+		j.writeFailed("events", err, "")
 	}
 }
 
@@ -251,21 +273,34 @@ func (j *Journal) Audit(rec audit.Record) {
 	if j == nil || j.opts.AuditLogPath == "" {
 		return
 	}
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	if err := j.openLocked(); err != nil {
+	if err := j.appendAudit(rec); err != nil {
 		j.writeFailed("audit", err, rec.ID)
-		return
 	}
-	defer j.closeIfStoppedLocked()
-	if err := j.audit.Record(rec); err != nil {
-		j.writeFailed("audit", err, rec.ID)
-		return
+}
+
+func (j *Journal) appendAudit(rec audit.Record) error {
+	j.files.RLock()
+	l := j.audit
+	if l != nil && !j.stopped {
+		defer j.files.RUnlock()
+	} else {
+		j.files.RUnlock()
+		j.files.Lock()
+		defer j.files.Unlock()
+		if err := j.openAuditLocked(); err != nil {
+			return err
+		}
+		defer j.closeIfStoppedLocked()
+		l = j.audit
+	}
+	if err := l.Record(rec); err != nil {
+		return err
 	}
 	if j.opts.Metrics != nil {
-		seq, _ := j.audit.Head()
+		seq, _ := l.Head()
 		j.opts.Metrics.SetAuditHead(seq)
 	}
+	return nil
 }
 
 func (j *Journal) rememberDeletion(uid types.UID, reason string) {

@@ -195,3 +195,26 @@ func TestDeletionReasonIsSharedBetweenControllers(t *testing.T) {
 	var nilJournal *Journal
 	nilJournal.Runner(rn, Deleted(rn, "x", "", time.Now())) // records nothing, does not panic
 }
+
+// A transition whose write failed reaches the log, metrics and Kubernetes at once; when the
+// controller retries it and the file takes it, they must not hear of it a second time.
+func TestARetriedTransitionReachesTheOtherSinksOnce(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "not-yet")
+	rec := &kubeRecorder{}
+	j := New(Options{EventLog: jsonlog.Options{Path: filepath.Join(dir, "events.jsonl"), Fsync: jsonlog.FsyncAlways}, Kube: rec, Log: logr.Discard()})
+	rn := testRunner("linux-1")
+	ev := Transition(rn, "Pending", "JobWaiting", "")
+	j.Runner(rn, ev) // the directory is missing: the file loses it
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	j.Runner(rn, ev)
+	closeJournal(t, j)
+	// The Runner's event, and the pool's summary of one runner created.
+	if got := strings.Join(rec.events, "\n"); len(rec.events) != 2 || !strings.Contains(got, "RunnersCreated 1 runner created") {
+		t.Errorf("Kubernetes Events for one transition:\n%s", got)
+	}
+	if got := len(readEvents(t, filepath.Join(dir, "events.jsonl"))); got != 1 {
+		t.Errorf("%d lines in the file, want the retried one", got)
+	}
+}

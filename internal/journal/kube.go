@@ -115,7 +115,11 @@ func (k *kubeEvents) runner(rn *v1alpha1.Runner, ev Event) {
 
 func runnerNote(ev Event) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s -> %s (%s)", ev.From, ev.To, ev.Reason)
+	from := ev.From
+	if from == "" {
+		from = "new"
+	}
+	fmt.Fprintf(&b, "%s -> %s (%s)", from, ev.To, ev.Reason)
 	if ev.JobID != 0 {
 		fmt.Fprintf(&b, ", job %d", ev.JobID)
 	}

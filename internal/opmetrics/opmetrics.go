@@ -30,6 +30,7 @@ const (
 	Runners              = "forgejo_runner_operator_runners"
 	PendingJobs          = "forgejo_runner_operator_pending_jobs"
 	PoolReady            = "forgejo_runner_operator_pool_ready"
+	OldestUnstarted      = "forgejo_runner_operator_runner_oldest_unstarted_seconds"
 )
 
 // DurationBuckets suit CI work: from a tenth of a second (a registration, a warm start) to four
@@ -205,12 +206,14 @@ var (
 	runnersDesc = prometheus.NewDesc(Runners, "Live Runners by pool and phase.", []string{"namespace", "pool", "phase"}, nil)
 	pendingDesc = prometheus.NewDesc(PendingJobs, "Waiting jobs matched to the pool (status.pendingJobs).", []string{"namespace", "pool"}, nil)
 	readyDesc   = prometheus.NewDesc(PoolReady, "1 when the pool's Ready condition is True, else 0.", []string{"namespace", "pool"}, nil)
+	oldestDesc  = prometheus.NewDesc(OldestUnstarted, "Age of the pool's oldest live runner not started yet (Pending, Registered or Starting); 0 when none.", []string{"namespace", "pool"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- runnersDesc
 	ch <- pendingDesc
 	ch <- readyDesc
+	ch <- oldestDesc
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -226,7 +229,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(runnersDesc, fmt.Errorf("list runners: %w", err))
 		return
 	}
-	for _, s := range PoolStates(pools.Items, runners.Items) {
+	for _, s := range PoolStates(pools.Items, runners.Items, time.Now()) {
 		for _, phase := range Phases {
 			ch <- prometheus.MustNewConstMetric(runnersDesc, prometheus.GaugeValue, float64(s.Runners[phase]), s.Namespace, s.Pool, string(phase))
 		}
@@ -236,6 +239,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			ready = 1
 		}
 		ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, ready, s.Namespace, s.Pool)
+		ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, s.OldestUnstarted.Seconds(), s.Namespace, s.Pool)
 	}
 }
 
@@ -245,11 +249,15 @@ type PoolState struct {
 	Runners         map[v1alpha1.RunnerPhase]int
 	PendingJobs     int32
 	Ready           bool
+	// OldestUnstarted is how long the oldest live runner has waited to start: a runner whose
+	// pod cannot be scheduled or pulled stays here, and this is what shows it.
+	OldestUnstarted time.Duration
 }
 
-// PoolStates counts runners by phase for each pool. A Runner without a phase yet counts as
-// Pending; Runners of pools that no longer exist are left out, as their pool label would be.
-func PoolStates(pools []v1alpha1.RunnerPool, runners []v1alpha1.Runner) []PoolState {
+// PoolStates counts runners by phase for each pool, as of now. A Runner without a phase yet
+// counts as Pending; Runners of pools that no longer exist are left out, as their pool label
+// would be.
+func PoolStates(pools []v1alpha1.RunnerPool, runners []v1alpha1.Runner, now time.Time) []PoolState {
 	index := map[[2]string]int{}
 	states := make([]PoolState, 0, len(pools))
 	for _, p := range pools {
@@ -273,6 +281,10 @@ func PoolStates(pools []v1alpha1.RunnerPool, runners []v1alpha1.Runner) []PoolSt
 			phase = v1alpha1.RunnerDeregistering
 		}
 		states[i].Runners[phase]++
+		switch phase {
+		case v1alpha1.RunnerPending, v1alpha1.RunnerRegistered, v1alpha1.RunnerStarting:
+			states[i].OldestUnstarted = max(states[i].OldestUnstarted, now.Sub(rn.CreationTimestamp.Time))
+		}
 	}
 	return states
 }

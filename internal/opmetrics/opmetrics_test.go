@@ -97,8 +97,11 @@ func TestPoolStatesCountRunnersByPhase(t *testing.T) {
 		p.Status.Conditions = []metav1.Condition{{Type: "Ready", Status: ready}}
 		return p
 	}
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	age := map[v1alpha1.RunnerPhase]time.Duration{"": 30 * time.Second, v1alpha1.RunnerBusy: time.Hour, v1alpha1.RunnerIdle: time.Hour}
 	runner := func(ns, pool string, phase v1alpha1.RunnerPhase, deleting bool) v1alpha1.Runner {
-		r := v1alpha1.Runner{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "r"}, Spec: v1alpha1.RunnerSpec{PoolName: pool}}
+		r := v1alpha1.Runner{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "r", CreationTimestamp: metav1.NewTime(now.Add(-age[phase]))},
+			Spec: v1alpha1.RunnerSpec{PoolName: pool}}
 		r.Status.Phase = phase
 		if deleting {
 			now := metav1.Now()
@@ -113,16 +116,16 @@ func TestPoolStatesCountRunnersByPhase(t *testing.T) {
 			runner("ci", "linux", "", false), runner("ci", "linux", v1alpha1.RunnerIdle, true),
 			runner("other", "linux", v1alpha1.RunnerIdle, false),
 			runner("ci", "gone", v1alpha1.RunnerIdle, false), // its pool is gone: no series
-		})
+		}, now)
 	if len(states) != 2 {
 		t.Fatalf("states %+v", states)
 	}
 	ci, other := states[0], states[1]
 	if ci.Runners[v1alpha1.RunnerBusy] != 2 || ci.Runners[v1alpha1.RunnerPending] != 1 || ci.Runners[v1alpha1.RunnerDeregistering] != 1 ||
-		ci.Runners[v1alpha1.RunnerIdle] != 0 || ci.PendingJobs != 3 || !ci.Ready {
+		ci.Runners[v1alpha1.RunnerIdle] != 0 || ci.PendingJobs != 3 || !ci.Ready || ci.OldestUnstarted != 30*time.Second {
 		t.Errorf("ci/linux %+v", ci)
 	}
-	if other.Runners[v1alpha1.RunnerIdle] != 1 || other.Ready {
+	if other.Runners[v1alpha1.RunnerIdle] != 1 || other.Ready || other.OldestUnstarted != 0 {
 		t.Errorf("other/linux %+v", other)
 	}
 }

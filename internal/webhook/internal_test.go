@@ -28,3 +28,31 @@ func TestDedupeKeyBoundsLongIDs(t *testing.T) {
 		t.Error("short ids should be kept as they are")
 	}
 }
+
+// Verified payloads come from Forgejo, but what they name goes into Runners, records and logs:
+// a name no Forgejo repository could have, or a handle too long for a Runner, is not passed on.
+func TestParseDropsNamesNoRunnerCouldCarry(t *testing.T) {
+	body := func(repo, handle string) []byte {
+		return []byte(`{"action":"new_job_attempt","job":{"id":1,"handle":"` + handle + `","status":"waiting","repo_id":3},"repository":{"full_name":"` + repo + `","owner":{"login":"acme"}}}`)
+	}
+	cases := []struct {
+		repo, handle         string
+		wantRepo, wantHandle string
+	}{
+		{"acme/app", "h-1", "acme/app", "h-1"},
+		{"acme/app/extra", "h-1", "", "h-1"},
+		{"acme/a\\u0007pp", "h-1", "", "h-1"},
+		{"acme/" + strings.Repeat("x", 300), "h-1", "", "h-1"},
+		{"acme/app", strings.Repeat("h", 256), "acme/app", ""},
+		{"acme/app", "h\\n1", "acme/app", ""},
+	}
+	for _, c := range cases {
+		ev, err := parse(body(c.repo, c.handle), "workflow_job_waiting")
+		if err != nil {
+			t.Fatalf("%q: %v", c.repo, err)
+		}
+		if ev.Repository != c.wantRepo || ev.Job.Handle != c.wantHandle {
+			t.Errorf("repository %.20q, handle %.20q: got %.20q, %.20q; want %.20q, %.20q", c.repo, c.handle, ev.Repository, ev.Job.Handle, c.wantRepo, c.wantHandle)
+		}
+	}
+}

@@ -10,6 +10,7 @@
 package webhook
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -415,13 +416,21 @@ func repoHint(body []byte) string {
 	if json.Unmarshal(body, &p) != nil || p.Repository == nil {
 		return ""
 	}
-	name := p.Repository.FullName
-	owner, repo, ok := strings.Cut(name, "/")
-	if !ok || owner == "" || repo == "" || strings.Contains(repo, "/") || len(name) > maxRepoHintLen || !printable(name) {
+	if !validRepoName(p.Repository.FullName) {
 		return ""
 	}
-	return name
+	return p.Repository.FullName
 }
+
+// validRepoName reports whether name could be a Forgejo repository's "owner/name". A name
+// that could not is not passed on: it would end up in Runners, records and logs.
+func validRepoName(name string) bool {
+	owner, repo, ok := strings.Cut(name, "/")
+	return ok && owner != "" && repo != "" && !strings.Contains(repo, "/") && len(name) <= maxRepoHintLen && printable(name)
+}
+
+// maxHandleLen bounds a job handle: it is stored in the Runner's spec, which allows 255.
+const maxHandleLen = 255
 
 // payload mirrors the parts of Forgejo's WorkflowJobPayload that are read.
 type payload struct {
@@ -477,16 +486,16 @@ func parse(body []byte, event string) (JobEvent, error) {
 			Name: p.Job.Name, TaskID: p.Job.TaskID,
 		},
 	}
-	if r := p.Repository; r != nil {
+	if len(ev.Job.Handle) > maxHandleLen || !printable(ev.Job.Handle) {
+		ev.Job.Handle = "" // no runner can be bound to it; the poller has the job too
+	}
+	if r := p.Repository; r != nil && validRepoName(r.FullName) {
 		ev.Repository = r.FullName
+		ev.Owner, _, _ = strings.Cut(r.FullName, "/")
 		if r.Owner != nil {
-			ev.Owner = r.Owner.Login
-			if ev.Owner == "" {
-				ev.Owner = r.Owner.UserName
+			if login := cmp.Or(r.Owner.Login, r.Owner.UserName); login != "" && len(login) <= maxRepoHintLen && printable(login) {
+				ev.Owner = login
 			}
-		}
-		if ev.Owner == "" {
-			ev.Owner, _, _ = strings.Cut(r.FullName, "/")
 		}
 	}
 	return ev, nil

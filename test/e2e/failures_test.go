@@ -455,3 +455,63 @@ func TestRunnerIsBusyWhileItsJobRuns(t *testing.T) {
 	})
 	eventually.True(t, time.Minute, "the job to succeed", w.allSucceeded(jobs))
 }
+
+// A pod admission refuses (here PodSecurity "restricted" against the privileged Docker sidecar)
+// ends its runner with the outcome Error and the API server's reason, rather than retrying the
+// same pod for ever; once the pool no longer asks for what is refused, the job runs.
+func TestRejectedPodEndsItsRunnerWithTheReason(t *testing.T) {
+	w := startWorld(t)
+	ctx := t.Context()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "locked", Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}}}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "token", Namespace: ns.Name}, StringData: map[string]string{"token": "admin-token"}}
+	pool := &v1alpha1.RunnerPool{
+		ObjectMeta: metav1.ObjectMeta{Name: "dind", Namespace: ns.Name},
+		Spec: v1alpha1.RunnerPoolSpec{
+			Forgejo: v1alpha1.ForgejoConnection{URL: w.url, Scope: v1alpha1.ScopeGlobal, TokenSecretRef: v1alpha1.SecretKeySelector{Name: secret.Name}},
+			Labels:  []string{"docker:docker://node:22-bookworm"},
+		},
+	}
+	for _, obj := range []client.Object{ns, secret, pool} {
+		if err := w.cluster.Client.Create(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	jobs, err := w.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rejected v1alpha1.RunnerRecord
+	eventually.True(t, time.Minute, "the runner ended with the rejection", func() (bool, string) {
+		var got v1alpha1.RunnerPool
+		if err := w.cluster.Client.Get(ctx, client.ObjectKeyFromObject(pool), &got); err != nil {
+			return false, err.Error()
+		}
+		for _, rec := range got.Status.RecentRunners {
+			if rec.Handle == jobs[0].Handle && rec.Outcome == v1alpha1.OutcomeError {
+				rejected = rec
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("history %+v", got.Status.RecentRunners)
+	})
+	if rejected.Reason != "PodRejected" || !strings.Contains(rejected.Message, "PodSecurity") || !strings.Contains(rejected.Message, "privileged") {
+		t.Errorf("record of the rejected runner %+v: want reason PodRejected and the API server's PodSecurity message", rejected)
+	}
+
+	// The registration made for it is gone, and without the sidecar the job runs.
+	if err := w.cluster.Client.Get(ctx, client.ObjectKeyFromObject(pool), pool); err != nil {
+		t.Fatal(err)
+	}
+	pool.Spec.DinD.Enabled = ptr.To(false)
+	if err := w.cluster.Client.Update(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 2*time.Minute, "the job to run in a pod the namespace admits", func() (bool, string) {
+		got, _ := w.sim.Job(jobs[0].ID)
+		return got.Status == forgejosim.JobSuccess, string(got.Status)
+	})
+	eventually.True(t, time.Minute, "no registration left", func() (bool, string) {
+		n := len(w.sim.State().Runners)
+		return n == 0, fmt.Sprintf("%d registrations", n)
+	})
+}

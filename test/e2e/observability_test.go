@@ -29,14 +29,14 @@ import (
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/eventually"
 )
 
-// journalOptions makes the operator under test write its event log and audit log into a fresh
-// directory and serve /metrics, and returns the two paths.
-func journalOptions(t *testing.T) (eventPath, auditPath string) {
+// journalOptions makes the operator under test write its event log (with the given fsync
+// policy) and audit log into a fresh directory and serve /metrics, and returns the two paths.
+func journalOptions(t *testing.T, fsync jsonlog.FsyncPolicy) (eventPath, auditPath string) {
 	t.Helper()
 	dir := t.TempDir()
 	eventPath, auditPath = filepath.Join(dir, "events.jsonl"), filepath.Join(dir, "audit.jsonl")
 	savedOptions, savedMetrics := testOptions, metricsAddr
-	testOptions.EventLog = jsonlog.Options{Path: eventPath, Fsync: jsonlog.FsyncAlways}
+	testOptions.EventLog = jsonlog.Options{Path: eventPath, Fsync: fsync}
 	testOptions.AuditLogPath = auditPath
 	metricsAddr = freeAddr(t)
 	t.Cleanup(func() { testOptions, metricsAddr = savedOptions, savedMetrics })
@@ -48,10 +48,10 @@ func journalOptions(t *testing.T) (eventPath, auditPath string) {
 // the audit log, Kubernetes Events and the metrics. No token may appear in any of them, nor
 // in the logs or the pool's status.
 func TestABurstIsAccountedForEverywhere(t *testing.T) {
-	eventPath, auditPath := journalOptions(t)
+	eventPath, auditPath := journalOptions(t, jsonlog.FsyncAlways)
 	w := startWebhookWorld(t, time.Second)
 	before := scrape(t, metricsAddr)
-	tokens := w.collectRunnerTokens(t)
+	tokens, runnerObjects := w.collectRunnerTokens(t)
 
 	const pool, n = "observed", 12
 	w.webhookPool(t, pool)
@@ -162,13 +162,11 @@ func TestABurstIsAccountedForEverywhere(t *testing.T) {
 	known = append(known, "admin-token", webhookSecret)
 	eventFile, _ := os.ReadFile(eventPath)
 	auditFile, _ := os.ReadFile(auditPath)
-	var notes strings.Builder
-	for _, e := range kubeEvents {
-		notes.WriteString(e.Note + "\n")
-	}
+	eventObjects, _ := json.Marshal(kubeEvents)
 	places := map[string]string{
 		"the event log": string(eventFile), "the audit log": string(auditFile), "the operator's logs": w.logs.String(),
-		"/metrics": after.text, "Kubernetes Events": notes.String(), "the pool's status": string(status),
+		"/metrics": after.text, "Kubernetes Events": string(eventObjects), "the pool's status": string(status),
+		"Runner objects": runnerObjects(),
 	}
 	for where, text := range places {
 		if text == "" {
@@ -186,7 +184,7 @@ func TestABurstIsAccountedForEverywhere(t *testing.T) {
 // runner's life is in the event log once and whole, and the audit log's chain runs on across
 // the restart.
 func TestRecordsSurviveAnOperatorRestart(t *testing.T) {
-	eventPath, auditPath := journalOptions(t)
+	eventPath, auditPath := journalOptions(t, jsonlog.FsyncInterval) // the default
 	w := startWorld(t)
 	const pool, n = "restarted", 16
 	w.createPool(t, pool, func(p *v1alpha1.RunnerPool) { p.Spec.Scaling.MaxRunners = 20 })
@@ -418,11 +416,12 @@ func (w *world) kubeEvents(t *testing.T) []eventsv1.Event {
 	return list.Items
 }
 
-// collectRunnerTokens watches the runners' token Secrets while the test runs and returns a
-// function that gives the tokens seen.
-func (w *world) collectRunnerTokens(t *testing.T) func() []string {
+// collectRunnerTokens watches the runners' token Secrets and the Runners while the test runs,
+// and returns functions that give the tokens seen and the Runners' JSON.
+func (w *world) collectRunnerTokens(t *testing.T) (tokens func() []string, runners func() string) {
 	var mu sync.Mutex
 	seen := map[string]bool{}
+	var runnerJSON strings.Builder
 	stop := make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -438,6 +437,13 @@ func (w *world) collectRunnerTokens(t *testing.T) func() []string {
 				}
 				mu.Unlock()
 			}
+			var list v1alpha1.RunnerList
+			if err := w.cluster.Client.List(t.Context(), &list); err == nil {
+				data, _ := json.Marshal(list.Items)
+				mu.Lock()
+				runnerJSON.Write(data)
+				mu.Unlock()
+			}
 			select {
 			case <-stop:
 				return
@@ -446,7 +452,7 @@ func (w *world) collectRunnerTokens(t *testing.T) func() []string {
 		}
 	}()
 	t.Cleanup(func() { close(stop); <-done })
-	return func() []string {
+	tokens = func() []string {
 		mu.Lock()
 		defer mu.Unlock()
 		var out []string
@@ -455,6 +461,12 @@ func (w *world) collectRunnerTokens(t *testing.T) func() []string {
 		}
 		return out
 	}
+	runners = func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return runnerJSON.String()
+	}
+	return tokens, runners
 }
 
 // scraped is one scrape of /metrics.

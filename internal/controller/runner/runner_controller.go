@@ -115,8 +115,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	pod, err := r.ensurePod(ctx, &pool, &runner)
-	if err != nil {
-		return ctrl.Result{}, err
+	if err != nil || pod == nil {
+		return ctrl.Result{}, err // no pod, no error: the runner ended without one
 	}
 	if err := r.observePod(ctx, fj, &runner, pod); err != nil {
 		return ctrl.Result{}, err
@@ -148,6 +148,7 @@ func (r *Reconciler) finalize(ctx context.Context, fj *lazyForgejo, runner *v1al
 	if err := r.deletePod(ctx, runner, trigger); err != nil {
 		return err
 	}
+	r.podCreated.Delete(runner.UID)
 	controllerutil.RemoveFinalizer(runner, Finalizer)
 	if err := r.Client.Update(ctx, runner); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("remove finalizer: %w", err)
@@ -155,9 +156,9 @@ func (r *Reconciler) finalize(ctx context.Context, fj *lazyForgejo, runner *v1al
 	return nil
 }
 
-// createdBy says what made the pool create the runner, from the annotation the pool set.
+// createdBy says what made the pool create the runner.
 func createdBy(rn *v1alpha1.Runner) string {
-	if t := rn.Annotations[v1alpha1.TriggerAnnotation]; t != "" {
+	if t := rn.Spec.Trigger; t != "" {
 		return t
 	}
 	return "created by pool " + rn.Spec.PoolName

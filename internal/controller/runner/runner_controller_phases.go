@@ -98,7 +98,8 @@ func (r *Reconciler) ensureRegistration(ctx context.Context, fj *lazyForgejo, po
 	return nil
 }
 
-// ensurePod creates the runner's pod unless it exists, and returns it.
+// ensurePod creates the runner's pod unless it exists, and returns it; nil when the pod was
+// refused and the runner ended.
 func (r *Reconciler) ensurePod(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) (*corev1.Pod, error) {
 	var pod corev1.Pod
 	err := r.Client.Get(ctx, client.ObjectKey{Namespace: runner.Namespace, Name: runnerpod.PodName(runner)}, &pod)
@@ -119,6 +120,12 @@ func (r *Reconciler) ensurePod(ctx context.Context, pool *v1alpha1.RunnerPool, r
 		return nil, fmt.Errorf("build pod of runner %s: %w", runner.Name, err)
 	}
 	if err := r.Client.Create(ctx, built); err != nil {
+		if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) {
+			// Admission said no (PodSecurity, a quota, a policy): trying the same pod again
+			// would be refused again. The runner ends with an Error the pool's history shows,
+			// and the job gets another runner after the backoff.
+			return nil, r.endUnstarted(ctx, runner, "PodRejected", "the API server rejected the runner pod: "+err.Error())
+		}
 		return nil, fmt.Errorf("create pod of runner %s: %w", runner.Name, err)
 	}
 	r.podCreated.Store(runner.UID, r.Now())
@@ -182,6 +189,23 @@ func (r *Reconciler) observePod(ctx context.Context, fj *lazyForgejo, runner *v1
 			return fmt.Errorf("record end of runner %s: %w", runner.Name, err)
 		}
 		return r.cleanUp(ctx, fj, runner)
+	}
+	return nil
+}
+
+// endUnstarted ends a runner the operator could not bring up, with the outcome Error. Its
+// registration is deleted by cleanUp on the next reconcile.
+func (r *Reconciler) endUnstarted(ctx context.Context, runner *v1alpha1.Runner, reason, message string) error {
+	now := metav1.NewTime(r.Now())
+	runner.Status.Outcome = v1alpha1.OutcomeError
+	runner.Status.FinishedAt = &now
+	r.Journal.Runner(runner, journal.Transition(runner, string(v1alpha1.RunnerFailed), reason, message))
+	runner.Status.Phase = v1alpha1.RunnerFailed
+	meta.SetStatusCondition(&runner.Status.Conditions, metav1.Condition{
+		Type: "Ended", Status: metav1.ConditionTrue, Reason: reason, ObservedGeneration: runner.Generation, Message: message,
+	})
+	if err := r.Client.Status().Update(ctx, runner); err != nil {
+		return fmt.Errorf("record failure of runner %s: %w", runner.Name, err)
 	}
 	return nil
 }

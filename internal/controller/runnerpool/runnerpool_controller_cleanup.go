@@ -58,16 +58,18 @@ func (r *Reconciler) endRunnersWithoutJob(ctx context.Context, pool *v1alpha1.Ru
 	for _, rn := range ending {
 		rec := Record(&rn)
 		rec.Outcome, rec.Reason = v1alpha1.OutcomeDeleted, "JobGone"
-		rec.Message = fmt.Sprintf("job %d left the jobs list before this runner ran it (cancelled, or run by another runner)", rn.Spec.Job.ID)
+		rec.Message = jobGoneMessage(&rn)
 		finished := metav1.NewTime(now)
 		rec.FinishedAt = &finished
 		status.RecentRunners = AddRecord(status.RecentRunners, rec, historyLimit(pool))
-		r.Journal.Runner(&rn, journal.Deleted(&rn, rec.Reason, rec.Message, now))
 	}
 	if err := r.updateStatus(ctx, pool, status); err != nil {
 		return nil, err
 	}
 	for i := range ending {
+		// Recorded only once the decision is committed: a conflict retries it, and the
+		// runner may have ended by itself meanwhile.
+		r.Journal.Runner(&ending[i], journal.Deleted(&ending[i], "JobGone", jobGoneMessage(&ending[i]), now))
 		// The Runner's finalizer deletes its registration; its pod and Secret go with it.
 		if err := r.deleteRunner(ctx, &ending[i]); client.IgnoreNotFound(err) != nil {
 			return nil, fmt.Errorf("end runner %s: %w", ending[i].Name, err)
@@ -75,6 +77,10 @@ func (r *Reconciler) endRunnersWithoutJob(ctx context.Context, pool *v1alpha1.Ru
 		logf.FromContext(ctx).Info("ended runner whose job is gone", "runner", ending[i].Name, "job", ending[i].Spec.Job.ID)
 	}
 	return kept, nil
+}
+
+func jobGoneMessage(rn *v1alpha1.Runner) string {
+	return fmt.Sprintf("job %d left the jobs list before this runner ran it (cancelled, or run by another runner)", rn.Spec.Job.ID)
 }
 
 func jobGone(rn *v1alpha1.Runner, demand jobwatch.Demand, now time.Time, grace time.Duration) bool {
@@ -231,16 +237,18 @@ func (r *Reconciler) scaleDown(ctx context.Context, fj *forgejo.Client, pool *v1
 	}
 	for _, rn := range removing {
 		rec := Record(&rn)
-		rec.Outcome, rec.Reason, rec.Message = v1alpha1.OutcomeDeleted, "ScaledDown", "a warm runner above minIdle, idle longer than scaleDownDelay"
+		rec.Outcome, rec.Reason, rec.Message = v1alpha1.OutcomeDeleted, "ScaledDown", scaledDownMessage
 		finished := metav1.NewTime(now)
 		rec.FinishedAt = &finished
 		status.RecentRunners = AddRecord(status.RecentRunners, rec, historyLimit(pool))
-		r.Journal.Runner(&rn, journal.Deleted(&rn, rec.Reason, rec.Message, now))
 	}
 	if err := r.updateStatus(ctx, pool, status); err != nil {
 		return nil, err
 	}
 	for i := range removing {
+		// Recorded only once the decision is committed: a conflict retries it, and the
+		// runner may have taken a job meanwhile.
+		r.Journal.Runner(&removing[i], journal.Deleted(&removing[i], "ScaledDown", scaledDownMessage, now))
 		if err := r.deleteRunner(ctx, &removing[i]); client.IgnoreNotFound(err) != nil {
 			return nil, fmt.Errorf("scale down runner %s: %w", removing[i].Name, err)
 		}
@@ -248,6 +256,8 @@ func (r *Reconciler) scaleDown(ctx context.Context, fj *forgejo.Client, pool *v1
 	}
 	return kept, nil
 }
+
+const scaledDownMessage = "a warm runner above minIdle, idle longer than scaleDownDelay"
 
 // busy reports whether a warm runner has taken a job, as Forgejo sees it: deleting it now
 // would kill that job's credentials.

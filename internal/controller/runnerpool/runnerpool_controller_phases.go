@@ -62,7 +62,7 @@ func BuildRunner(pool *v1alpha1.RunnerPool, name string, job *jobwatch.Job) *v1a
 		}
 		trigger = fmt.Sprintf("job %d waiting, seen by %s", job.ID, via)
 	}
-	runner.Annotations = map[string]string{v1alpha1.TriggerAnnotation: trigger}
+	runner.Spec.Trigger = truncate(trigger, 512)
 	return runner
 }
 
@@ -87,9 +87,7 @@ func (r *Reconciler) retireEnded(ctx context.Context, pool *v1alpha1.RunnerPool,
 	if len(ended) == 0 {
 		return live, nil
 	}
-	now := r.Now()
 	for _, rn := range ended {
-		r.Journal.Runner(&rn, journal.Deleted(&rn, "Retired", "recorded in the pool's history", now))
 		rec := Record(&rn)
 		if rec.JobResult == "" && rec.Handle != "" {
 			// The job's completed event may have come after the runner's pod ended.
@@ -103,7 +101,11 @@ func (r *Reconciler) retireEnded(ctx context.Context, pool *v1alpha1.RunnerPool,
 	if err := r.updateStatus(ctx, pool, status); err != nil {
 		return nil, err
 	}
+	now := r.Now()
 	for i := range ended {
+		// Recorded once the history holds the runner: a failed status update retries the
+		// whole decision, and the Deleted event is final.
+		r.Journal.Runner(&ended[i], journal.Deleted(&ended[i], "Retired", "recorded in the pool's history", now))
 		if err := r.deleteRunner(ctx, &ended[i]); client.IgnoreNotFound(err) != nil {
 			return nil, fmt.Errorf("delete ended runner %s: %w", ended[i].Name, err)
 		}
