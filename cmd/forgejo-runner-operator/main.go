@@ -45,6 +45,7 @@ type options struct {
 	retryPeriod          time.Duration
 	watchNamespace       string
 	pollInterval         time.Duration
+	gcInterval           time.Duration
 	webhookAddr          string
 	webhookSecretFile    string
 	showVersion          bool
@@ -71,6 +72,7 @@ func (o *options) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&o.retryPeriod, "leader-election-retry-period", 2*time.Second, "How often candidates try to take the lease.")
 	fs.StringVar(&o.watchNamespace, "watch-namespace", "", "Reconcile only RunnerPools in this namespace (default: all namespaces).")
 	fs.DurationVar(&o.pollInterval, "poll-interval", 10*time.Second, "How often each Forgejo connection's waiting jobs are listed.")
+	fs.DurationVar(&o.gcInterval, "gc-interval", 5*time.Minute, "How often each pool's Forgejo registrations are checked for orphans (marked as the pool's, held by no Runner); one is deleted when two checks in a row find it.")
 	fs.StringVar(&o.webhookAddr, "webhook-bind-address", ":9000", "Address the Forgejo webhook receiver serves "+operator.WebhookPath+" on; \"0\" turns it off.")
 	fs.StringVar(&o.webhookSecretFile, "webhook-secret-file", "", "File holding a webhook secret accepted for every pool (besides each pool's spec.forgejo.webhookSecretRef).")
 	fs.BoolVar(&o.showVersion, "version", false, "Print the version and exit.")
@@ -95,6 +97,9 @@ func (o *options) validate() error {
 	}
 	if o.pollInterval < time.Second {
 		errs = append(errs, fmt.Errorf("--poll-interval must be at least 1s, got %s", o.pollInterval))
+	}
+	if o.gcInterval < time.Second {
+		errs = append(errs, fmt.Errorf("--gc-interval must be at least 1s, got %s", o.gcInterval))
 	}
 	if _, err := o.zapLevel(); err != nil {
 		errs = append(errs, err)
@@ -227,6 +232,7 @@ func start(opts options) error {
 	}
 	setup := operator.Options{
 		PollInterval: opts.pollInterval,
+		GCInterval:   opts.gcInterval,
 		EventLog:     opts.eventLog(),
 		AuditLogPath: opts.auditLogPath,
 		Identity:     opts.identity,

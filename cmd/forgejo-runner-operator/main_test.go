@@ -27,6 +27,7 @@ func TestBadFlagsAreRefusedBeforeStart(t *testing.T) {
 		{[]string{"--health-probe-bind-address=0"}, "--health-probe-bind-address must be set"},
 		{[]string{"--no-such-flag"}, "flag provided but not defined"},
 		{[]string{"--event-log-fsync=sometimes"}, "--event-log-fsync"},
+		{[]string{"--gc-interval=10ms"}, "--gc-interval must be at least 1s"},
 		{[]string{"--event-log-max-size=lots"}, "--event-log-max-size must be a size"},
 		{[]string{"--event-log-max-files=0"}, "--event-log-max-files must be at least 1"},
 		{[]string{"--event-log-path=/x", "--audit-log-path=/x"}, "must be different files"},

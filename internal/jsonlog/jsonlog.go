@@ -3,7 +3,8 @@
 // written at most once even when the caller retries it after a restart.
 //
 // One Writer owns a file: two processes appending to the same path would defeat both the
-// rotation bookkeeping and the "previous line" AppendFunc hands out.
+// rotation bookkeeping and the "previous line" AppendFunc hands out. Open therefore locks
+// the file (flock), and fails while another Writer, in this process or another, holds it.
 package jsonlog
 
 import (
@@ -14,7 +15,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 )
@@ -50,11 +50,33 @@ const (
 	// DefaultDedupeWindow is used when Options.DedupeWindow is zero.
 	DefaultDedupeWindow = 1 << 16
 
-	// maxTailBytes bounds what Open reads to reload ids, so that opening a large log stays
-	// cheap; ids older than this are forgotten across a restart.
-	maxTailBytes = 4 << 20
+	// idBytesPerLine times DedupeWindow is how much Open reads to reload ids, between
+	// minIDBudget and maxIDBudget: enough for a window of typical lines (about 500 bytes)
+	// while keeping Open bounded however large the files are. Ids beyond it are forgotten
+	// across a restart.
+	idBytesPerLine = 1 << 10
+	minIDBudget    = 1 << 20
+	maxIDBudget    = 64 << 20
+	// maxCut is the longest partial last line Open cuts. A crash leaves one line
+	// unfinished, or after a power failure the lines of about one fsync interval as
+	// zeroes: far less than this. A longer tail suggests a file that is not such a log.
+	maxCut = 1 << 20
 	// scanChunk is how much is read at a time while looking backwards for a line start.
 	scanChunk = 64 << 10
+	// idChunk is how much is read at a time while reloading ids.
+	idChunk = 256 << 10
+	// rotateRetryInterval is how long a writer whose rotation failed waits before trying
+	// again, appending past MaxSize meanwhile: retrying on every Append would cost each
+	// line a failing rotation.
+	rotateRetryInterval = 10 * time.Second
+)
+
+// File operations that tests make fail; nothing else changes them.
+var (
+	writeFile    = (*os.File).Write
+	truncateFile = (*os.File).Truncate
+	renameFile   = os.Rename
+	linkFile     = os.Link
 )
 
 // ErrClosed is returned by a Writer's methods once it was closed.
@@ -72,6 +94,7 @@ type Options struct {
 	// A single line longer than MaxSize still gets written, alone in its file.
 	MaxSize int64
 	// MaxFiles is how many rotated files (Path.1 … Path.MaxFiles) are kept (default DefaultMaxFiles).
+	// A rotation also uses Path.next and Path.dropped while it runs.
 	MaxFiles int
 	// DedupeWindow is how many of the latest ids are remembered (default DefaultDedupeWindow).
 	DedupeWindow int
@@ -107,6 +130,8 @@ func (o Options) withDefaults() (Options, error) {
 type Writer struct {
 	opts      Options
 	recovered []byte
+	// now is time.Now but for tests.
+	now func() time.Time
 
 	mu   sync.Mutex
 	f    *os.File
@@ -120,26 +145,32 @@ type Writer struct {
 	dirty   bool
 	closed  bool
 	syncErr error
-	// broken is set when a failed write could not be undone: appending more would glue
-	// the next line to a fragment.
+	// rotateAfter is when a rotation that failed may be tried again.
+	rotateAfter time.Time
+	// broken is set when a failed write or rotation could not be undone: appending more
+	// would glue the next line to a fragment, or write to a file readers do not look at.
+	// repair retries the undoing; each Append calls it until it succeeds.
 	broken error
+	repair func() error
 
 	stopSync chan struct{}
 	syncDone chan struct{}
 }
 
-// Open opens or creates (mode 0600) the file at opts.Path for appending. A partial last
-// line, left by a crash in the middle of a write, is cut off; Recovered returns it.
+// Open opens or creates (mode 0600) the file at opts.Path for appending, and locks it
+// against other writers until Close. A partial last line, left by a crash in the middle of
+// a write, is cut off; Recovered returns it. A file that does not look like a JSON-lines
+// log, which suggests a wrong path, is refused and left untouched.
 func Open(opts Options) (*Writer, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	f, err := openAppend(opts.Path)
+	f, err := openLocked(opts.Path)
 	if err != nil {
 		return nil, err
 	}
-	w := &Writer{opts: opts, f: f, seen: make(map[string]struct{})}
+	w := &Writer{opts: opts, f: f, seen: make(map[string]struct{}), now: time.Now}
 	if err := w.load(); err != nil {
 		_ = f.Close()
 		return nil, err
@@ -173,7 +204,61 @@ func openAppend(path string) (*os.File, error) {
 	return nil, fmt.Errorf("open log %s: %w", path, err)
 }
 
-// load cuts a partial last line and reloads prev and the ids of the file's tail.
+// openLocked opens path for appending and locks it. Two writers of one file, such as two
+// operator replicas on a shared volume, would interleave their lines and fork a hash
+// chain; the lock makes the second one fail at Open instead.
+func openLocked(path string) (*os.File, error) {
+	// A writer rotating the file may rename it between the open and the lock: the lock
+	// then holds a rotated file, and the open is tried again on the file path now names.
+	const attempts = 3
+	for range attempts {
+		f, err := openAppend(path)
+		if err != nil {
+			return nil, err
+		}
+		if err := lockFile(f); err != nil {
+			_ = f.Close() // nothing written
+			if errors.Is(err, errLocked) {
+				return nil, fmt.Errorf("%s is locked by another process: is another operator replica writing it?", path)
+			}
+			return nil, fmt.Errorf("lock log %s: %w", path, err)
+		}
+		same, err := namesFile(path, f)
+		if err != nil {
+			_ = f.Close() // nothing written
+			return nil, err
+		}
+		if same {
+			return f, nil
+		}
+		_ = f.Close() // nothing written
+	}
+	return nil, fmt.Errorf("open log %s: it was replaced each of %d times it was opened: is another process rotating it?", path, attempts)
+}
+
+// namesFile reports whether path is the name of f.
+func namesFile(path string, f *os.File) (bool, error) {
+	opened, err := f.Stat()
+	if err != nil {
+		return false, fmt.Errorf("stat log %s: %w", path, err)
+	}
+	named, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("stat log %s: %w", path, err)
+	}
+	return os.SameFile(opened, named), nil
+}
+
+// notJSONLines is the error for a file Open refuses to append to.
+func notJSONLines(path, why string) error {
+	return fmt.Errorf("open log %s: it does not look like a JSON-lines log (%s) and was left untouched: check the path, or move the file away if it is a damaged log", path, why)
+}
+
+// load checks that the file is a JSON-lines log, cuts a partial last line and reloads
+// prev and the ids of the latest lines.
 func (w *Writer) load() error {
 	path := w.opts.Path
 	info, err := w.f.Stat()
@@ -181,14 +266,32 @@ func (w *Writer) load() error {
 		return fmt.Errorf("stat log %s: %w", path, err)
 	}
 	size := info.Size()
-	end, err := completeEnd(w.f, size)
+	// Everything is checked before anything is cut: a file that is not ours, found at a
+	// wrong path, must come out of Open as it went in.
+	end, err := completeEnd(w.f, size, maxCut)
+	if errors.Is(err, errNoLineStart) {
+		return notJSONLines(path, fmt.Sprintf("its last %d bytes hold no line break", maxCut))
+	}
 	if err != nil {
 		return fmt.Errorf("recover log %s: %w", path, err)
+	}
+	w.prev, err = lastLine(w.f, end, true)
+	if errors.Is(err, errNotJSONText) {
+		return notJSONLines(path, "its last complete line holds "+err.Error())
+	}
+	if err != nil {
+		return fmt.Errorf("read last line of log %s: %w", path, err)
+	}
+	if end > 0 && !isJSONObject(w.prev) {
+		return notJSONLines(path, "its last complete line is not a JSON object")
 	}
 	if end < size {
 		partial := make([]byte, size-end)
 		if _, err := w.f.ReadAt(partial, end); err != nil {
 			return fmt.Errorf("read partial last line of log %s: %w", path, err)
+		}
+		if end == 0 && !couldStartALine(partial) {
+			return notJSONLines(path, "it holds no line break and does not start with '{'")
 		}
 		if err := w.f.Truncate(end); err != nil {
 			return fmt.Errorf("cut partial last line of log %s: %w", path, err)
@@ -202,8 +305,10 @@ func (w *Writer) load() error {
 	}
 	w.size = end
 
-	if w.prev, err = lastLine(w.f, end); err != nil {
-		return fmt.Errorf("read last line of log %s: %w", path, err)
+	if w.opts.MaxSize > 0 {
+		if err := w.undoHalfRotation(); err != nil {
+			return err
+		}
 	}
 	if end == 0 && w.opts.MaxSize > 0 {
 		// Rotated just before a restart: the chain continues from the newest rotated file.
@@ -217,32 +322,107 @@ func (w *Writer) load() error {
 	return nil
 }
 
-// loadIDs remembers the ids of the last DedupeWindow lines among the file's last
-// maxTailBytes bytes before end.
-func (w *Writer) loadIDs(end int64) error {
-	if end == 0 {
+// isJSONObject reports whether line is one JSON object, as Append writes them.
+func isJSONObject(line []byte) bool {
+	trimmed := bytes.TrimLeft(line, " \t\r")
+	return len(trimmed) > 0 && trimmed[0] == '{' && json.Valid(line)
+}
+
+// couldStartALine reports whether partial, all a file holds, can be a first line cut short
+// by a crash: the start of a JSON object, or the zeroes some file systems show where a
+// power failure lost data that the file's size already counted.
+func couldStartALine(partial []byte) bool {
+	trimmed := bytes.TrimLeft(partial, " \t\r")
+	return (len(trimmed) > 0 && trimmed[0] == '{') || len(bytes.Trim(partial, "\x00")) == 0
+}
+
+// undoHalfRotation removes path.1 when it is another name of the current file: a crash in
+// the middle of a rotation (see rotateLocked) leaves it, and keeping it would show the
+// file's lines twice once the next rotation moves it on.
+func (w *Writer) undoHalfRotation() error {
+	first := rotatedName(w.opts.Path, 1)
+	info, err := os.Stat(first)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	// One byte before the window tells whether the window starts at a line start.
-	from := max(0, end-maxTailBytes-1)
-	buf := make([]byte, end-from)
-	if _, err := w.f.ReadAt(buf, from); err != nil {
+	if err != nil {
+		return fmt.Errorf("stat rotated log %s: %w", first, err)
+	}
+	current, err := w.f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat log %s: %w", w.opts.Path, err)
+	}
+	if !os.SameFile(info, current) {
+		return nil
+	}
+	if err := os.Remove(first); err != nil {
+		return fmt.Errorf("remove %s, a second name of log %s left by an interrupted rotation: %w", first, w.opts.Path, err)
+	}
+	return nil
+}
+
+// idBudget is how many bytes Open reads to reload ids.
+func idBudget(window int) int64 {
+	return min(max(int64(window)*idBytesPerLine, minIDBudget), maxIDBudget)
+}
+
+// loadIDs remembers the ids of the latest DedupeWindow lines that have one, looking
+// through the current file's first end bytes and then, when they hold fewer, the rotated
+// files newest first: an id written just before a rotation is still recognised after a
+// restart. It reads at most idBudget bytes in all.
+func (w *Writer) loadIDs(end int64) error {
+	window := w.opts.DedupeWindow
+	budget := idBudget(window)
+	var ids []string // newest first
+	collect := func(line []byte) bool {
+		if id, ok := lineID(line); ok {
+			ids = append(ids, id)
+		}
+		return len(ids) < window
+	}
+	read, err := eachLineBackward(w.f, end, budget, collect)
+	if err != nil {
 		return err
 	}
-	if from > 0 {
-		i := bytes.IndexByte(buf, '\n')
-		buf = buf[i+1:]
+	budget -= read
+	if w.opts.MaxSize > 0 {
+		// Numbers can be missing after a crash in the middle of a rotation: each is tried.
+		for i := 1; i <= w.opts.MaxFiles && budget > 0 && len(ids) < window; i++ {
+			read, err := idsOfFile(rotatedName(w.opts.Path, i), budget, collect)
+			if err != nil {
+				return err
+			}
+			budget -= read
+		}
 	}
-	lines := bytes.Split(bytes.TrimSuffix(buf, []byte{'\n'}), []byte{'\n'})
-	if len(lines) > w.opts.DedupeWindow {
-		lines = lines[len(lines)-w.opts.DedupeWindow:]
-	}
-	for _, line := range lines {
-		if id, ok := lineID(line); ok && !w.seenLocked(id) {
-			w.rememberLocked(id)
+	for i := len(ids) - 1; i >= 0; i-- {
+		if !w.seenLocked(ids[i]) {
+			w.rememberLocked(ids[i])
 		}
 	}
 	return nil
+}
+
+// idsOfFile passes the lines of the file at path to collect, last first, reading at most
+// budget bytes; a file that does not exist has none.
+func idsOfFile(path string, budget int64, collect func([]byte) bool) (int64, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("open rotated log %s: %w", path, err)
+	}
+	defer func() { _ = f.Close() }() // read-only: nothing to lose
+	info, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("stat rotated log %s: %w", path, err)
+	}
+	read, err := eachLineBackward(f, info.Size(), budget, collect)
+	if err != nil {
+		return read, fmt.Errorf("read rotated log %s: %w", path, err)
+	}
+	return read, nil
 }
 
 // Recovered returns the bytes Open cut off the end of the file, nil when it was intact.
@@ -266,8 +446,10 @@ func (w *Writer) Path() string {
 // Append writes line, one complete JSON object without a newline. When id is not empty,
 // it must equal the line's top-level "id" field, since that is how Open recognises
 // lines written before a restart; a line whose id was already written is skipped and
-// written is false. written can be true along with an error when only the fsync failed:
-// the line is in the file and retrying it with its id is a no-op.
+// written is false. written can be true along with an error when the line is in the file
+// but its fsync failed, or rotating the file failed and the line went to the current file
+// past MaxSize (rotating is then tried again after a while): retrying it with its id is a
+// no-op.
 func (w *Writer) Append(id string, line []byte) (written bool, err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -304,11 +486,25 @@ func (w *Writer) AppendFunc(id string, build func(prev []byte) ([]byte, error)) 
 	return w.writeLocked(id, line)
 }
 
+// usableLocked fails when the writer is closed, or broken and still not repaired.
 func (w *Writer) usableLocked() error {
 	if w.closed {
 		return fmt.Errorf("append to log %s: %w", w.opts.Path, ErrClosed)
 	}
-	return w.broken
+	if w.broken != nil {
+		// The cause may have gone away, such as a file system that was full.
+		if err := w.repair(); err != nil {
+			return fmt.Errorf("append to log %s: %w; undoing that failed again: %w", w.opts.Path, w.broken, err)
+		}
+		w.broken, w.repair = nil, nil
+	}
+	return nil
+}
+
+// breakLocked refuses appends until repair succeeds: cause says what went wrong and what
+// to do about it.
+func (w *Writer) breakLocked(cause error, repair func() error) {
+	w.broken, w.repair = cause, repair
 }
 
 func (w *Writer) writeLocked(id string, line []byte) (bool, error) {
@@ -321,19 +517,37 @@ func (w *Writer) writeLocked(id string, line []byte) (bool, error) {
 	copy(rec, line)
 	rec[len(line)] = '\n'
 
-	if w.opts.MaxSize > 0 && w.size > 0 && w.size+int64(len(rec)) > w.opts.MaxSize {
-		if err := w.rotateLocked(); err != nil {
-			return false, err
+	// warn is an error the line is written despite.
+	var warn error
+	if w.opts.MaxSize > 0 && w.size > 0 && w.size+int64(len(rec)) > w.opts.MaxSize && !w.now().Before(w.rotateAfter) {
+		rotated, err := w.rotateLocked()
+		switch {
+		case err == nil:
+		case rotated:
+			// Only the directory's fsync failed: the new file is in use.
+			warn = err
+		default:
+			// Lines go on to the current file past MaxSize: a larger file beats lost
+			// lines, and trying again on every Append would make each pay for a
+			// failing rotation.
+			w.rotateAfter = w.now().Add(rotateRetryInterval)
+			if w.broken != nil {
+				// It says what went wrong, err included, and what to do.
+				return false, fmt.Errorf("append to log %s: %w", path, w.broken)
+			}
+			warn = fmt.Errorf("%w; lines go on to %s past its max size of %d bytes, and rotating it is tried again in %s",
+				err, path, w.opts.MaxSize, rotateRetryInterval)
 		}
 	}
-	n, err := w.f.Write(rec)
+	n, err := writeFile(w.f, rec)
 	if err != nil {
 		if n > 0 {
-			if tErr := w.f.Truncate(w.size); tErr != nil {
-				w.broken = fmt.Errorf("log %s holds a partial line that could not be cut (%w); reopen it to recover", path, tErr)
+			if tErr := truncateFile(w.f, w.size); tErr != nil {
+				w.breakLocked(fmt.Errorf("log %s ends in a partial line that could not be cut (%w): appends are refused and retry the cut until it succeeds; if it keeps failing, fix the cause and restart, as Open cuts such a line", path, tErr),
+					func() error { return truncateFile(w.f, w.size) })
 			}
 		}
-		return false, fmt.Errorf("append to log %s: %w", path, err)
+		return false, errors.Join(fmt.Errorf("append to log %s: %w", path, err), warn)
 	}
 	w.size += int64(n)
 	w.prev = rec[:len(line):len(line)]
@@ -345,17 +559,17 @@ func (w *Writer) writeLocked(id string, line []byte) (bool, error) {
 	switch w.opts.Fsync {
 	case FsyncAlways:
 		if err := w.f.Sync(); err != nil {
-			return true, fmt.Errorf("fsync log %s: %w", path, err)
+			return true, errors.Join(warn, fmt.Errorf("fsync log %s: %w", path, err))
 		}
 		w.dirty = false
 	case FsyncInterval:
 		// A failed background fsync has no caller of its own; this is the next one.
 		if err := w.syncErr; err != nil {
 			w.syncErr = nil
-			return true, err
+			return true, errors.Join(warn, err)
 		}
 	}
-	return true, nil
+	return true, warn
 }
 
 func checkLine(id string, line []byte) error {
@@ -408,49 +622,6 @@ func (w *Writer) rememberLocked(id string) {
 	w.seen[id] = struct{}{}
 }
 
-func rotatedName(path string, n int) string {
-	return path + "." + strconv.Itoa(n)
-}
-
-// rotateLocked moves path to path.1 (and path.N to path.N+1) and continues in a new file.
-func (w *Writer) rotateLocked() error {
-	path := w.opts.Path
-	if err := w.f.Sync(); err != nil {
-		return fmt.Errorf("fsync log %s before rotating it: %w", path, err)
-	}
-	oldest := rotatedName(path, w.opts.MaxFiles)
-	if err := os.Remove(oldest); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove oldest rotated log %s: %w", oldest, err)
-	}
-	for i := w.opts.MaxFiles - 1; i >= 1; i-- {
-		from, to := rotatedName(path, i), rotatedName(path, i+1)
-		if err := os.Rename(from, to); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("rotate log %s to %s: %w", from, to, err)
-		}
-	}
-	first := rotatedName(path, 1)
-	if err := os.Rename(path, first); err != nil {
-		return fmt.Errorf("rotate log %s to %s: %w", path, first, err)
-	}
-	f, err := openAppend(path)
-	if err != nil {
-		// Put the file back where readers look for it, so the writer can go on using it.
-		if backErr := os.Rename(first, path); backErr != nil {
-			w.broken = fmt.Errorf("log %s was rotated to %s but no new file could be opened (%w) nor the old one moved back (%w)", path, first, err, backErr)
-		}
-		return fmt.Errorf("rotate log %s: %w", path, err)
-	}
-	// The old file was synced above: closing it has nothing left to lose.
-	_ = w.f.Close()
-	w.f, w.size = f, 0
-	if w.opts.Fsync != FsyncNever {
-		if err := syncDir(filepath.Dir(path)); err != nil {
-			return fmt.Errorf("rotate log %s: %w", path, err)
-		}
-	}
-	return nil
-}
-
 func (w *Writer) syncEvery(interval time.Duration) {
 	defer close(w.syncDone)
 	ticker := time.NewTicker(interval)
@@ -490,6 +661,7 @@ func (w *Writer) syncIfDirty() {
 }
 
 // Close syncs and closes the file, whatever the policy: a clean shutdown loses nothing.
+// Closing it releases its lock, so that another Writer can open it.
 func (w *Writer) Close() error {
 	w.mu.Lock()
 	if w.closed {

@@ -252,29 +252,6 @@ func TestDedupeWindowForgetsTheOldestIDs(t *testing.T) {
 	}
 }
 
-func TestOpenReloadsIDsOnlyFromTheTailOfALargeFile(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "events.jsonl")
-	// 8 MiB of lines: twice the most Open reads.
-	pad := strings.Repeat("x", 1000)
-	var buf bytes.Buffer
-	const lines = 8 << 10
-	for i := range lines {
-		fmt.Fprintf(&buf, `{"id":"id-%d","pad":%q}`+"\n", i, pad)
-	}
-	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	w := open(t, jsonlog.Options{Path: path, Fsync: jsonlog.FsyncNever})
-	defer closeWriter(t, w)
-	last := fmt.Sprintf("id-%d", lines-1)
-	if mustAppend(t, w, last, fmt.Sprintf(`{"id":%q}`, last)) {
-		t.Fatal("the id of the last line was not reloaded")
-	}
-	if !mustAppend(t, w, "id-0", `{"id":"id-0"}`) {
-		t.Fatal("the id of the first line of an 8 MiB file was reloaded: Open read more than the tail")
-	}
-}
-
 func TestAppendRejectsLinesThatAreNotOneJSONObject(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "events.jsonl")
 	w := open(t, jsonlog.Options{Path: path})
@@ -624,4 +601,178 @@ func TestConcurrentAppendFuncKeepsTheChain(t *testing.T) {
 		all = append(all, files[i]...)
 	}
 	checkChain(t, all, writers*perWriter)
+}
+
+func TestDedupeAcrossRotationAndReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	opts := jsonlog.Options{Path: path, MaxSize: 64, MaxFiles: 5}
+	w := open(t, opts)
+	mustAppend(t, w, "before-rotation", `{"id":"before-rotation"}`)
+	// Longer than what MaxSize leaves: the file is rotated before this line.
+	mustAppend(t, w, "after-rotation", fmt.Sprintf(`{"id":"after-rotation","pad":%q}`, strings.Repeat("x", 40)))
+	closeWriter(t, w)
+	if got := readLines(t, path+".1"); len(got) != 1 {
+		t.Fatalf("%s.1 holds %q, want the line written before the rotation", path, got)
+	}
+
+	w = open(t, opts)
+	defer closeWriter(t, w)
+	if mustAppend(t, w, "before-rotation", `{"id":"before-rotation"}`) {
+		t.Fatal("an id written before a rotation was written again after reopening")
+	}
+	if mustAppend(t, w, "after-rotation", `{"id":"after-rotation"}`) {
+		t.Fatal("an id of the current file was written again after reopening")
+	}
+}
+
+func TestOpenReloadsIDsFromRotatedFilesNewestFirstUpToTheWindow(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	write := func(name string, ids ...string) {
+		var buf bytes.Buffer
+		for _, id := range ids {
+			fmt.Fprintf(&buf, `{"id":%q}`+"\n", id)
+		}
+		if err := os.WriteFile(name, buf.Bytes(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(path+".3", "in-3")
+	write(path+".2", "old-2", "new-2")
+	write(path+".1", "in-1")
+	write(path, "current")
+	// A window of 4 holds current, in-1, new-2 and old-2; in-3 is older than that.
+	w := open(t, jsonlog.Options{Path: path, MaxSize: 1 << 20, MaxFiles: 5, DedupeWindow: 4})
+	defer closeWriter(t, w)
+	for _, id := range []string{"current", "in-1", "new-2", "old-2"} {
+		if mustAppend(t, w, id, fmt.Sprintf(`{"id":%q}`, id)) {
+			t.Errorf("id %s, among the newest 4, was written again", id)
+		}
+	}
+	if !mustAppend(t, w, "in-3", `{"id":"in-3"}`) {
+		t.Error("id in-3 is older than the window of 4 and should not have been reloaded")
+	}
+}
+
+func TestOpenReloadsIDsOnlyWithinItsByteBudget(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	// A window of 1024 ids lets Open read 1 MiB; 1024 lines of 4 KiB are 4 MiB.
+	const window, lines = 1024, 1024
+	pad := strings.Repeat("x", 4<<10)
+	var buf bytes.Buffer
+	for i := range lines {
+		fmt.Fprintf(&buf, `{"id":"id-%d","pad":%q}`+"\n", i, pad)
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w := open(t, jsonlog.Options{Path: path, Fsync: jsonlog.FsyncNever, DedupeWindow: window})
+	defer closeWriter(t, w)
+	last := fmt.Sprintf("id-%d", lines-1)
+	if mustAppend(t, w, last, fmt.Sprintf(`{"id":%q}`, last)) {
+		t.Fatal("the id of the last line was not reloaded")
+	}
+	if !mustAppend(t, w, "id-0", `{"id":"id-0"}`) {
+		t.Fatal("the id of the first line of a 4 MiB file was reloaded: Open read more than its budget")
+	}
+}
+
+func TestASecondOpenOfTheSameFileIsRefusedUntilClose(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	opts := jsonlog.Options{Path: path, MaxSize: 64, MaxFiles: 3}
+	w := open(t, opts)
+	check := func(when string) {
+		t.Helper()
+		second, err := jsonlog.Open(opts)
+		if err == nil {
+			_ = second.Close()
+			t.Fatalf("%s: a second Open of %s succeeded while the first writer holds it", when, path)
+		}
+		if want := path + " is locked by another process: is another operator replica writing it?"; !strings.Contains(err.Error(), want) {
+			t.Fatalf("%s: second Open: %v, want an error saying %q", when, err, want)
+		}
+	}
+	check("before rotating")
+	// The lock moves to the new file a rotation starts.
+	for i := range 10 {
+		mustAppend(t, w, "", numbered(i))
+	}
+	if _, err := os.Stat(path + ".1"); err != nil {
+		t.Fatalf("no rotation happened: %v", err)
+	}
+	check("after rotating")
+	closeWriter(t, w)
+
+	w = open(t, opts)
+	mustAppend(t, w, "", numbered(10))
+	closeWriter(t, w)
+}
+
+func TestOpenRefusesAFileThatIsNotAJSONLinesLog(t *testing.T) {
+	binary := make([]byte, 3<<20)
+	for i := range binary {
+		binary[i] = byte(i*7 + i/251)
+		if binary[i] == '\n' {
+			binary[i] = 0
+		}
+	}
+	for name, content := range map[string][]byte{
+		"text without a newline":             []byte("just some notes, not a log"),
+		"text whose last line is not JSON":   []byte("[section]\nkey = value\n"),
+		"text ending in a partial line":      []byte("line one\nline two\nline thr"),
+		"binary without a newline":           binary,
+		"binary with a newline near the end": append(bytes.Clone(binary), []byte("\n\x00\x01\x02")...),
+		"binary ending in a newline":         append(bytes.Clone(binary), '\n'),
+		"a JSON array line":                  []byte("[1,2,3]\n"),
+		"JSON lines then a fragment of 2 MiB": append([]byte(numbered(1)+"\n"),
+			append([]byte(`{"pad":"`), bytes.Repeat([]byte("x"), 2<<20)...)...),
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "events.jsonl")
+			if err := os.WriteFile(path, content, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			w, err := jsonlog.Open(jsonlog.Options{Path: path})
+			if err == nil {
+				_ = w.Close()
+				t.Fatal("Open accepted it")
+			}
+			if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "does not look like a JSON-lines log") {
+				t.Fatalf("Open: %v, want an error naming %s and saying it does not look like a JSON-lines log", err, path)
+			}
+			after, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(after, content) {
+				t.Fatalf("Open changed a file it refused: %d bytes before, %d after", len(content), len(after))
+			}
+		})
+	}
+}
+
+func TestOpenAcceptsAnEmptyFileAndCutsOnlyLogFragments(t *testing.T) {
+	for name, c := range map[string]struct{ content, cut string }{
+		"empty":                            {"", ""},
+		"a first line cut short":           {`{"n":1,"msg":"cut`, `{"n":1,"msg":"cut`},
+		"zeroes left by a power failure":   {numbered(1) + "\n\x00\x00\x00\x00", "\x00\x00\x00\x00"},
+		"a first line of zeroes":           {"\x00\x00\x00", "\x00\x00\x00"},
+		"a line after lines with an id":    {`{"id":"a"}` + "\n" + `{"id":"b"`, `{"id":"b"`},
+		"a fragment of 1 MiB after a line": {numbered(1) + "\n" + strings.Repeat("y", 1<<20), strings.Repeat("y", 1<<20)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "events.jsonl")
+			if err := os.WriteFile(path, []byte(c.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			w := open(t, jsonlog.Options{Path: path})
+			if got := string(w.Recovered()); got != c.cut {
+				t.Fatalf("Recovered() = %d bytes, want %d", len(got), len(c.cut))
+			}
+			mustAppend(t, w, "", numbered(2))
+			closeWriter(t, w)
+			if got, want := readLines(t, path), strings.TrimSuffix(c.content, c.cut)+numbered(2)+"\n"; strings.Join(got, "\n")+"\n" != want {
+				t.Fatalf("file holds %q, want %q", got, want)
+			}
+		})
+	}
 }

@@ -129,7 +129,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	if err := pools.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up RunnerPool controller: %w", err)
 	}
-	runners := &runner.Reconciler{Client: mgr.GetClient(), Forgejo: factory, Jobs: pools.Watcher, Journal: records}
+	runners := &runner.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Forgejo: factory, Jobs: pools.Watcher, Journal: records}
 	if err := runners.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up Runner controller: %w", err)
 	}

@@ -2,6 +2,7 @@ package runnerpod
 
 import (
 	"fmt"
+	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -40,4 +41,35 @@ func BuildSecret(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, token strin
 		Immutable: ptr.To(true),
 		Data:      map[string][]byte{TokenKey: []byte(token)},
 	}, nil
+}
+
+// Annotations on a token Secret that name the registration its token belongs to. They let an
+// operator that stopped between storing the token and recording the registration in the
+// Runner's status recover the registration instead of making a second one.
+const (
+	AnnotationRegistrationID   = "forgejo.brooktrails.org/registration-id"
+	AnnotationRegistrationUUID = "forgejo.brooktrails.org/registration-uuid"
+)
+
+// SetRegistration names the registration the Secret's token belongs to.
+func SetRegistration(secret *corev1.Secret, id int64, uuid string) {
+	if secret.Annotations == nil {
+		secret.Annotations = map[string]string{}
+	}
+	secret.Annotations[AnnotationRegistrationID] = strconv.FormatInt(id, 10)
+	secret.Annotations[AnnotationRegistrationUUID] = uuid
+}
+
+// RegistrationOf returns the registration a token Secret of runner names, if the Secret was
+// made for this very Runner (a job's next runner reuses the name, never the uid).
+func RegistrationOf(secret *corev1.Secret, runner *v1alpha1.Runner) (id int64, uuid string, ok bool) {
+	if !metav1.IsControlledBy(secret, runner) {
+		return 0, "", false
+	}
+	id, err := strconv.ParseInt(secret.Annotations[AnnotationRegistrationID], 10, 64)
+	uuid = secret.Annotations[AnnotationRegistrationUUID]
+	if err != nil || id <= 0 || uuid == "" || len(secret.Data[TokenKey]) == 0 {
+		return 0, "", false
+	}
+	return id, uuid, true
 }

@@ -96,3 +96,28 @@ func stringOf(n int, c byte) string {
 	}
 	return string(b)
 }
+
+func TestRegistrationOfRecoversOnlyThisRunnersRegistration(t *testing.T) {
+	rn := runner()
+	s, err := BuildSecret(pool(), rn, "0123456789abcdef")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := RegistrationOf(s, rn); ok {
+		t.Fatal("a Secret without the registration's annotations was taken for one")
+	}
+	SetRegistration(s, 42, "8d2a")
+	if id, uuid, ok := RegistrationOf(s, rn); !ok || id != 42 || uuid != "8d2a" {
+		t.Fatalf("RegistrationOf = %d, %q, %v; want 42, 8d2a, true", id, uuid, ok)
+	}
+	// A job's next runner has the same name, and so the same Secret name, but another uid.
+	next := rn.DeepCopy()
+	next.UID = "another-uid"
+	if _, _, ok := RegistrationOf(s, next); ok {
+		t.Fatal("the Secret of an earlier Runner of the same name was taken as this one's")
+	}
+	s.Annotations[AnnotationRegistrationID] = "x"
+	if _, _, ok := RegistrationOf(s, rn); ok {
+		t.Fatal("a malformed registration id was accepted")
+	}
+}

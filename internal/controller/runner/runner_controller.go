@@ -33,9 +33,11 @@ const Finalizer = "forgejo.brooktrails.org/deregister"
 
 // Reconciler reconciles Runners.
 type Reconciler struct {
-	Client  client.Client
-	Forgejo *poolconn.Factory
-	Now     func() time.Time
+	Client client.Client
+	// APIReader reads past the cache, where a stale answer would cost a registration.
+	APIReader client.Reader
+	Forgejo   *poolconn.Factory
+	Now       func() time.Time
 	// Jobs tells whether a runner's job has been picked; nil leaves runners Idle until they end.
 	Jobs JobSource
 	// Concurrency is how many Runners are reconciled at once (default DefaultConcurrency):

@@ -46,6 +46,11 @@ func (r *Reconciler) ensureRegistration(ctx context.Context, fj *lazyForgejo, po
 	secretKey := client.ObjectKey{Namespace: runner.Namespace, Name: runnerpod.SecretName(runner)}
 	if runner.Status.Registration != nil {
 		err := r.Client.Get(ctx, secretKey, &corev1.Secret{})
+		if apierrors.IsNotFound(err) {
+			// Ask past the cache before believing it: a Secret created a moment ago may not
+			// be in it yet, and taking it for lost would throw away a good registration.
+			err = r.APIReader.Get(ctx, secretKey, &corev1.Secret{})
+		}
 		if err == nil || !apierrors.IsNotFound(err) {
 			return client.IgnoreNotFound(err)
 		}
@@ -55,6 +60,8 @@ func (r *Reconciler) ensureRegistration(ctx context.Context, fj *lazyForgejo, po
 		}
 		runner.Status.Registration = nil
 		meta.RemoveStatusCondition(&runner.Status.Conditions, ConditionDeregistered)
+	} else if adopted, err := r.adoptRegistration(ctx, runner, secretKey); adopted || err != nil {
+		return err
 	}
 
 	// Registering and recording the registration are one step: an operator shutting down in
@@ -77,6 +84,7 @@ func (r *Reconciler) ensureRegistration(ctx context.Context, fj *lazyForgejo, po
 	if err != nil {
 		return fmt.Errorf("build token Secret of runner %s: %w", runner.Name, err)
 	}
+	runnerpod.SetRegistration(secret, reg.ID, reg.UUID)
 	// A Secret left by an earlier attempt holds a token of a deleted registration.
 	if err := r.Client.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: secret.Namespace, Name: secret.Name}}); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("delete stale token Secret %s: %w", secret.Name, err)
@@ -96,6 +104,31 @@ func (r *Reconciler) ensureRegistration(ctx context.Context, fj *lazyForgejo, po
 		return fmt.Errorf("record registration of runner %s: %w", runner.Name, err)
 	}
 	return nil
+}
+
+// adoptRegistration recovers a registration whose token reached the runner's Secret but not
+// the Runner's status (the operator stopped in between), instead of registering again and
+// leaving the first registration to garbage collection. Its creation is already audited.
+func (r *Reconciler) adoptRegistration(ctx context.Context, runner *v1alpha1.Runner, key client.ObjectKey) (bool, error) {
+	var secret corev1.Secret
+	if err := r.Client.Get(ctx, key, &secret); err != nil {
+		return false, client.IgnoreNotFound(err) // the cache is whole after a restart
+	}
+	id, uuid, ok := runnerpod.RegistrationOf(&secret, runner)
+	if !ok {
+		return false, nil // left by an earlier Runner of the same name: replaced when registering
+	}
+	now := metav1.NewTime(r.Now())
+	runner.Status.Registration = &v1alpha1.Registration{ID: id, UUID: uuid, Name: RegistrationName(runner), RegisteredAt: &now}
+	runner.Status.CredentialsSecret = secret.Name
+	r.Journal.Runner(runner, journal.Transition(runner, string(v1alpha1.RunnerRegistered), "RegistrationRecovered",
+		"registered before the operator restarted; recovered from the token Secret "+secret.Name))
+	runner.Status.Phase = v1alpha1.RunnerRegistered
+	runner.Status.ObservedGeneration = runner.Generation
+	if err := r.Client.Status().Update(ctx, runner); err != nil {
+		return false, fmt.Errorf("record recovered registration of runner %s: %w", runner.Name, err)
+	}
+	return true, nil
 }
 
 // ensurePod creates the runner's pod unless it exists, and returns it; nil when the pod was

@@ -185,6 +185,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err == nil && retryIn > 0 && retryIn < result.RequeueAfter {
 		result.RequeueAfter = retryIn
 	}
+	// Garbage collection runs in reconciles: an interval shorter than the resync is kept
+	// only if the pool is looked at that often, busy or not.
+	if err == nil && r.gcInterval() < result.RequeueAfter {
+		result.RequeueAfter = r.gcInterval()
+	}
 	return result, err
 }
 
