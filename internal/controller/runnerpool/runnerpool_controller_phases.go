@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -193,28 +195,47 @@ func (r *Reconciler) scaleUp(ctx context.Context, pool *v1alpha1.RunnerPool, liv
 	for i := idle; i < int(pool.Spec.Scaling.MinIdle); i++ {
 		wanted = append(wanted, BuildRunner(pool, "", nil))
 	}
+	wanted = wanted[:min(len(wanted), max(room, 0))]
 	for _, runner := range wanted {
-		if room <= 0 {
-			break
-		}
 		if runner.Name == "" {
 			runner.GenerateName = truncate(pool.Name, 52) + "-idle-"
 		}
 		if err := controllerutil.SetControllerReference(pool, runner, r.Client.Scheme()); err != nil {
-			return created, retryIn, fmt.Errorf("own runner: %w", err)
+			return nil, retryIn, fmt.Errorf("own runner: %w", err)
 		}
-		if err := r.Client.Create(ctx, runner); err != nil {
-			if apierrors.IsAlreadyExists(err) {
-				continue
+	}
+	// Created side by side: one at a time, a burst of fifty jobs would wait on fifty round
+	// trips to the API server before its last runner exists.
+	errs := make([]error, len(wanted))
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, createConcurrency)
+	for i, runner := range wanted {
+		wg.Go(func() {
+			slots <- struct{}{}
+			defer func() { <-slots }()
+			if errs[i] = r.Client.Create(ctx, runner); errs[i] == nil {
+				r.Journal.Runner(runner, journal.Created(runner))
 			}
-			return created, retryIn, fmt.Errorf("create runner for pool %s: %w", pool.Name, err)
+		})
+	}
+	wg.Wait()
+	var failed []error
+	for i, runner := range wanted {
+		switch {
+		case errs[i] == nil:
+			created = append(created, *runner)
+		case !apierrors.IsAlreadyExists(errs[i]): // one that exists was made by an earlier reconcile
+			failed = append(failed, errs[i])
 		}
-		room--
-		created = append(created, *runner)
-		r.Journal.Runner(runner, journal.Created(runner))
+	}
+	if len(failed) > 0 {
+		return created, retryIn, fmt.Errorf("create runners for pool %s: %w", pool.Name, errors.Join(failed...))
 	}
 	return created, retryIn, nil
 }
+
+// createConcurrency is how many Runners a pool creates at once.
+const createConcurrency = 8
 
 func handleOf(rn *v1alpha1.Runner) string {
 	if rn.Spec.Job == nil {
