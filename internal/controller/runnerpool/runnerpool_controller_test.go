@@ -72,12 +72,21 @@ func TestRecordCarriesTheJobAndOutcome(t *testing.T) {
 
 func TestBuildRunner(t *testing.T) {
 	pool := &v1alpha1.RunnerPool{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ci"}}
-	rn := BuildRunner(pool, "p-1", &jobwatch.Job{ID: 3, Handle: "h", RunsOn: []string{"docker"}})
-	if rn.Spec.Mode != v1alpha1.ModeEphemeral || rn.Spec.Job.Handle != "h" || rn.Labels[v1alpha1.PoolLabel] != "p" || rn.Namespace != "ci" {
+	pool.Spec.Scaling.MinIdle = 2
+	rn := BuildRunner(pool, "p-1", &jobwatch.Job{ID: 3, Handle: "h", RunsOn: []string{"docker"}, RepoID: 7, Repository: "acme/app", Via: "webhook delivery d-1"})
+	if rn.Spec.Mode != v1alpha1.ModeEphemeral || rn.Spec.Job.Handle != "h" || rn.Labels[v1alpha1.PoolLabel] != "p" || rn.Namespace != "ci" ||
+		rn.Spec.Job.Repository != "acme/app" || rn.Spec.Job.RepoID != 7 {
 		t.Fatalf("runner = %+v", rn)
 	}
-	if idle := BuildRunner(pool, "", nil); idle.Spec.Job != nil {
+	if want := "job 3 waiting, seen by webhook delivery d-1"; rn.Spec.Trigger != want {
+		t.Errorf("trigger %q, want %q", rn.Spec.Trigger, want)
+	}
+	idle := BuildRunner(pool, "", nil)
+	if idle.Spec.Job != nil {
 		t.Fatalf("idle runner has a job")
+	}
+	if want := "pool minIdle 2 (generation 0)"; idle.Spec.Trigger != want {
+		t.Errorf("idle runner's trigger %q, want %q", idle.Spec.Trigger, want)
 	}
 }
 
@@ -145,5 +154,34 @@ func TestJobGone(t *testing.T) {
 		if got := jobGone(c.runner, c.demand, now, grace); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// The audit log names who wrote a pool's spec from its managed fields: the earliest writer for
+// its creation, the latest for a change; writers of status or metadata only do not count.
+func TestFieldManagerNamesWhoWroteTheSpec(t *testing.T) {
+	at := func(minute int) *metav1.Time {
+		tm := metav1.NewTime(time.Date(2026, 11, 25, 10, minute, 0, 0, time.UTC))
+		return &tm
+	}
+	fields := func(raw string) *metav1.FieldsV1 {
+		f := metav1.FieldsV1{}
+		f.SetRawBytes([]byte(raw))
+		return &f
+	}
+	pool := &v1alpha1.RunnerPool{ObjectMeta: metav1.ObjectMeta{ManagedFields: []metav1.ManagedFieldsEntry{
+		{Manager: "kubectl-client-side-apply", Operation: metav1.ManagedFieldsOperationUpdate, Time: at(1), FieldsV1: fields(`{"f:spec":{"f:labels":{}}}`)},
+		{Manager: "forgejo-runner-operator", Operation: metav1.ManagedFieldsOperationUpdate, Time: at(2), FieldsV1: fields(`{"f:metadata":{"f:finalizers":{}}}`)},
+		{Manager: "forgejo-runner-operator", Operation: metav1.ManagedFieldsOperationUpdate, Time: at(3), Subresource: "status", FieldsV1: fields(`{"f:status":{}}`)},
+		{Manager: "argocd-controller", Operation: metav1.ManagedFieldsOperationApply, Time: at(4), FieldsV1: fields(`{"f:spec":{"f:scaling":{}}}`)},
+	}}}
+	if got := fieldManager(pool, false); got != "kubectl-client-side-apply" {
+		t.Errorf("creator %q, want kubectl-client-side-apply", got)
+	}
+	if got := fieldManager(pool, true); got != "argocd-controller" {
+		t.Errorf("last writer %q, want argocd-controller", got)
+	}
+	if got := fieldManager(&v1alpha1.RunnerPool{}, true); got != "an unknown field manager" {
+		t.Errorf("without managed fields %q", got)
 	}
 }
