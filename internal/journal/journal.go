@@ -154,7 +154,7 @@ func (j *Journal) Runner(rn *v1alpha1.Runner, ev Event) {
 		ev.Time = j.opts.Now().UTC()
 	}
 	if ev.To == PhaseDeleted {
-		j.rememberDeletion(ev.RunnerUID, ev.Reason)
+		j.WillDelete(ev.RunnerUID, ev.Reason)
 	}
 	if !j.write(ev) {
 		return
@@ -212,7 +212,7 @@ func (j *Journal) closeIfStoppedLocked() {
 		return
 	}
 	if err := j.closeLocked(); err != nil {
-		j.writeFailed("events", err, "")
+		j.writeFailed("events", fmt.Errorf("close the record files: %w", err), "")
 	}
 }
 
@@ -303,7 +303,12 @@ func (j *Journal) appendAudit(rec audit.Record) error {
 	return nil
 }
 
-func (j *Journal) rememberDeletion(uid types.UID, reason string) {
+// WillDelete tells the journal why a Runner is about to be deleted, so that whoever records
+// its Deleted event first (the deleter or the Runner's finalizer) gives that reason.
+func (j *Journal) WillDelete(uid types.UID, reason string) {
+	if j == nil {
+		return
+	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.deletions == nil {

@@ -499,11 +499,13 @@ func TestRejectedPodEndsItsRunnerWithTheReason(t *testing.T) {
 	}
 
 	// The registration made for it is gone, and without the sidecar the job runs.
-	if err := w.cluster.Client.Get(ctx, client.ObjectKeyFromObject(pool), pool); err != nil {
-		t.Fatal(err)
-	}
-	pool.Spec.DinD.Enabled = ptr.To(false)
-	if err := w.cluster.Client.Update(ctx, pool); err != nil {
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := w.cluster.Client.Get(ctx, client.ObjectKeyFromObject(pool), pool); err != nil {
+			return err
+		}
+		pool.Spec.DinD.Enabled = ptr.To(false)
+		return w.cluster.Client.Update(ctx, pool)
+	}); err != nil {
 		t.Fatal(err)
 	}
 	eventually.True(t, 2*time.Minute, "the job to run in a pod the namespace admits", func() (bool, string) {

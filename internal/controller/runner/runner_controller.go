@@ -6,6 +6,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -117,6 +118,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	pod, err := r.ensurePod(ctx, &pool, &runner)
+	if errors.Is(err, errEarlierPod) {
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
 	if err != nil || pod == nil {
 		return ctrl.Result{}, err // no pod, no error: the runner ended without one
 	}
@@ -139,7 +143,11 @@ func (r *Reconciler) finalize(ctx context.Context, fj *lazyForgejo, runner *v1al
 	// Whoever deleted the Runner (the pool, or a user) is recorded; the pool records its reason
 	// first, and then this event is a repeat and dropped.
 	reason := r.Journal.DeletionReason(runner.UID)
-	if reason == "" {
+	switch {
+	case reason != "":
+	case ended(runner):
+		reason = "Retired" // its pool retires a runner once it has ended
+	default:
 		reason = "RunnerDeleted"
 	}
 	r.Journal.Runner(runner, journal.Deleted(runner, reason, "the Runner was deleted", r.Now()))

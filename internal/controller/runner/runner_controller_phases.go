@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -111,8 +112,14 @@ func (r *Reconciler) ensureRegistration(ctx context.Context, fj *lazyForgejo, po
 // leaving the first registration to garbage collection. Its creation is already audited.
 func (r *Reconciler) adoptRegistration(ctx context.Context, runner *v1alpha1.Runner, key client.ObjectKey) (bool, error) {
 	var secret corev1.Secret
-	if err := r.Client.Get(ctx, key, &secret); err != nil {
-		return false, client.IgnoreNotFound(err) // the cache is whole after a restart
+	err := r.Client.Get(ctx, key, &secret)
+	if apierrors.IsNotFound(err) {
+		// The cache may not have a Secret created a moment ago by an attempt whose status
+		// update failed; registering again would orphan that registration.
+		err = r.APIReader.Get(ctx, key, &secret)
+	}
+	if err != nil {
+		return false, client.IgnoreNotFound(err)
 	}
 	id, uuid, ok := runnerpod.RegistrationOf(&secret, runner)
 	if !ok {
@@ -131,6 +138,10 @@ func (r *Reconciler) adoptRegistration(ctx context.Context, runner *v1alpha1.Run
 	return true, nil
 }
 
+// errEarlierPod says the runner's pod name is still taken by the pod of an earlier Runner of
+// the same name; the runner waits for it to go.
+var errEarlierPod = errors.New("the pod of an earlier runner of the same name is still there")
+
 // ensurePod creates the runner's pod unless it exists, and returns it; nil when the pod was
 // refused and the runner ended.
 func (r *Reconciler) ensurePod(ctx context.Context, pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) (*corev1.Pod, error) {
@@ -140,6 +151,10 @@ func (r *Reconciler) ensurePod(ctx context.Context, pool *v1alpha1.RunnerPool, r
 		return nil, fmt.Errorf("get pod of runner %s: %w", runner.Name, err)
 	}
 	if err == nil {
+		if !metav1.IsControlledBy(&pod, runner) {
+			// A job's next runner has the same name: the last one's pod is still going.
+			return nil, errEarlierPod
+		}
 		if runner.Status.Workload == "" {
 			// Created by an earlier reconcile that did not live to record it (a shutdown, a
 			// failed status update): recorded now, so the pod's creation is not missing from
@@ -153,7 +168,7 @@ func (r *Reconciler) ensurePod(ctx context.Context, pool *v1alpha1.RunnerPool, r
 		return nil, fmt.Errorf("build pod of runner %s: %w", runner.Name, err)
 	}
 	if err := r.Client.Create(ctx, built); err != nil {
-		if apierrors.IsInvalid(err) || apierrors.IsForbidden(err) {
+		if podRefused(err) {
 			// Admission said no (PodSecurity, a quota, a policy): trying the same pod again
 			// would be refused again. The runner ends with an Error the pool's history shows,
 			// and the job gets another runner after the backoff.
@@ -226,13 +241,25 @@ func (r *Reconciler) observePod(ctx context.Context, fj *lazyForgejo, runner *v1
 	return nil
 }
 
+// podRefused tells a pod admission refuses for good (PodSecurity, a policy, an invalid
+// template) from a refusal that passes: a full quota, a namespace being deleted.
+func podRefused(err error) bool {
+	if apierrors.IsInvalid(err) {
+		return true
+	}
+	return apierrors.IsForbidden(err) && !strings.Contains(err.Error(), "exceeded quota") &&
+		!apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause)
+}
+
 // endUnstarted ends a runner the operator could not bring up, with the outcome Error. Its
 // registration is deleted by cleanUp on the next reconcile.
 func (r *Reconciler) endUnstarted(ctx context.Context, runner *v1alpha1.Runner, reason, message string) error {
 	now := metav1.NewTime(r.Now())
 	runner.Status.Outcome = v1alpha1.OutcomeError
 	runner.Status.FinishedAt = &now
-	r.Journal.Runner(runner, journal.Transition(runner, string(v1alpha1.RunnerFailed), reason, message))
+	// Written once the end is stored, unlike other transitions: should storing it fail, the
+	// next attempt may well create the pod, and this event's id would shadow the real end.
+	ev := journal.Transition(runner, string(v1alpha1.RunnerFailed), reason, message)
 	runner.Status.Phase = v1alpha1.RunnerFailed
 	meta.SetStatusCondition(&runner.Status.Conditions, metav1.Condition{
 		Type: "Ended", Status: metav1.ConditionTrue, Reason: reason, ObservedGeneration: runner.Generation, Message: message,
@@ -240,6 +267,7 @@ func (r *Reconciler) endUnstarted(ctx context.Context, runner *v1alpha1.Runner, 
 	if err := r.Client.Status().Update(ctx, runner); err != nil {
 		return fmt.Errorf("record failure of runner %s: %w", runner.Name, err)
 	}
+	r.Journal.Runner(runner, ev)
 	return nil
 }
 
@@ -317,9 +345,22 @@ func (r *Reconciler) deletePod(ctx context.Context, runner *v1alpha1.Runner, tri
 // scope since, the registration is not lost track of: the pool's garbage collection lists the
 // scope, reports that it cannot, and deletes the registration once it can.
 func (r *Reconciler) deregister(ctx context.Context, fj *lazyForgejo, runner *v1alpha1.Runner, trigger string) error {
-	reg := runner.Status.Registration
-	if reg == nil || meta.IsStatusConditionTrue(runner.Status.Conditions, ConditionDeregistered) {
+	if meta.IsStatusConditionTrue(runner.Status.Conditions, ConditionDeregistered) {
 		return nil
+	}
+	reg := runner.Status.Registration
+	if reg == nil {
+		// Registered, but deleted before the registration reached the status: the token
+		// Secret names it.
+		var secret corev1.Secret
+		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: runner.Namespace, Name: runnerpod.SecretName(runner)}, &secret); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		id, uuid, ok := runnerpod.RegistrationOf(&secret, runner)
+		if !ok {
+			return nil
+		}
+		reg = &v1alpha1.Registration{ID: id, UUID: uuid, Name: RegistrationName(runner)}
 	}
 	c, err := fj.get()
 	if err != nil {

@@ -72,10 +72,18 @@ type Reconciler struct {
 	deleted sync.Map // types.UID -> time.Time
 }
 
-// deleteRunner deletes a Runner and remembers it as gone.
-func (r *Reconciler) deleteRunner(ctx context.Context, rn *v1alpha1.Runner) error {
+// deleteRunner deletes a Runner for reason, remembers it as gone and records its last event.
+// The event follows the delete: a delete that fails leaves the decision open, and the event,
+// once written, is final. The reason is handed to the Runner's finalizer before, so that the
+// finalizer, which may run first, records the same one.
+func (r *Reconciler) deleteRunner(ctx context.Context, rn *v1alpha1.Runner, reason, message string) error {
 	r.deleted.Store(rn.UID, r.Now())
-	return r.Client.Delete(ctx, rn)
+	r.Journal.WillDelete(rn.UID, reason)
+	if err := r.Client.Delete(ctx, rn); client.IgnoreNotFound(err) != nil {
+		return err
+	}
+	r.Journal.Runner(rn, journal.Deleted(rn, reason, message, r.Now()))
+	return nil
 }
 
 // Notify is the watcher's callback: it queues a reconcile of the pool.
@@ -290,8 +298,7 @@ func (r *Reconciler) finalize(ctx context.Context, pool *v1alpha1.RunnerPool, ru
 	if len(runners) > 0 {
 		for i := range runners {
 			if runners[i].DeletionTimestamp.IsZero() {
-				r.Journal.Runner(&runners[i], journal.Deleted(&runners[i], "PoolDeleted", "the RunnerPool is being deleted", r.Now()))
-				if err := r.deleteRunner(ctx, &runners[i]); client.IgnoreNotFound(err) != nil {
+				if err := r.deleteRunner(ctx, &runners[i], "PoolDeleted", "the RunnerPool is being deleted"); err != nil {
 					return reconcile.Result{}, fmt.Errorf("delete runner %s: %w", runners[i].Name, err)
 				}
 			}

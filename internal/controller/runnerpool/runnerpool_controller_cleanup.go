@@ -19,7 +19,6 @@ import (
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/controller/runner"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejo"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jobwatch"
-	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/journal"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/runnerpod"
 )
 
@@ -67,11 +66,8 @@ func (r *Reconciler) endRunnersWithoutJob(ctx context.Context, pool *v1alpha1.Ru
 		return nil, err
 	}
 	for i := range ending {
-		// Recorded only once the decision is committed: a conflict retries it, and the
-		// runner may have ended by itself meanwhile.
-		r.Journal.Runner(&ending[i], journal.Deleted(&ending[i], "JobGone", jobGoneMessage(&ending[i]), now))
 		// The Runner's finalizer deletes its registration; its pod and Secret go with it.
-		if err := r.deleteRunner(ctx, &ending[i]); client.IgnoreNotFound(err) != nil {
+		if err := r.deleteRunner(ctx, &ending[i], "JobGone", jobGoneMessage(&ending[i])); err != nil {
 			return nil, fmt.Errorf("end runner %s: %w", ending[i].Name, err)
 		}
 		logf.FromContext(ctx).Info("ended runner whose job is gone", "runner", ending[i].Name, "job", ending[i].Spec.Job.ID)
@@ -120,6 +116,32 @@ func retryDelay(history []v1alpha1.RunnerRecord, handle string, now time.Time) t
 			last = rec.FinishedAt.Time
 		}
 	}
+	return backoff(failures, last, now)
+}
+
+// warmRetryDelay is the wait before another warm runner (one for no job in particular) after
+// the last ones failed or could not be brought up, by the same rule as retryDelay: without it, a
+// pod the namespace refuses would be registered, refused and made again as fast as the pool
+// reconciles. The run of failures counts back from the newest warm runner in the history.
+func warmRetryDelay(history []v1alpha1.RunnerRecord, now time.Time) time.Duration {
+	failures := 0
+	var last time.Time
+	for _, rec := range history {
+		if rec.Handle != "" {
+			continue
+		}
+		if rec.Outcome != v1alpha1.OutcomeFailed && rec.Outcome != v1alpha1.OutcomeError {
+			break
+		}
+		failures++
+		if rec.FinishedAt != nil && rec.FinishedAt.After(last) {
+			last = rec.FinishedAt.Time
+		}
+	}
+	return backoff(failures, last, now)
+}
+
+func backoff(failures int, last, now time.Time) time.Duration {
 	if failures == 0 {
 		return 0
 	}
@@ -246,10 +268,7 @@ func (r *Reconciler) scaleDown(ctx context.Context, fj *forgejo.Client, pool *v1
 		return nil, err
 	}
 	for i := range removing {
-		// Recorded only once the decision is committed: a conflict retries it, and the
-		// runner may have taken a job meanwhile.
-		r.Journal.Runner(&removing[i], journal.Deleted(&removing[i], "ScaledDown", scaledDownMessage, now))
-		if err := r.deleteRunner(ctx, &removing[i]); client.IgnoreNotFound(err) != nil {
+		if err := r.deleteRunner(ctx, &removing[i], "ScaledDown", scaledDownMessage); err != nil {
 			return nil, fmt.Errorf("scale down runner %s: %w", removing[i].Name, err)
 		}
 		logf.FromContext(ctx).Info("scaled down warm runner", "runner", removing[i].Name)

@@ -103,12 +103,8 @@ func (r *Reconciler) retireEnded(ctx context.Context, pool *v1alpha1.RunnerPool,
 	if err := r.updateStatus(ctx, pool, status); err != nil {
 		return nil, err
 	}
-	now := r.Now()
 	for i := range ended {
-		// Recorded once the history holds the runner: a failed status update retries the
-		// whole decision, and the Deleted event is final.
-		r.Journal.Runner(&ended[i], journal.Deleted(&ended[i], "Retired", "recorded in the pool's history", now))
-		if err := r.deleteRunner(ctx, &ended[i]); client.IgnoreNotFound(err) != nil {
+		if err := r.deleteRunner(ctx, &ended[i], "Retired", "recorded in the pool's history"); err != nil {
 			return nil, fmt.Errorf("delete ended runner %s: %w", ended[i].Name, err)
 		}
 		logf.FromContext(ctx).Info("runner retired", "runner", ended[i].Name, "outcome", ended[i].Status.Outcome)
@@ -192,8 +188,16 @@ func (r *Reconciler) scaleUp(ctx context.Context, pool *v1alpha1.RunnerPool, liv
 		}
 		wanted = append(wanted, BuildRunner(pool, name, &job))
 	}
-	for i := idle; i < int(pool.Spec.Scaling.MinIdle); i++ {
-		wanted = append(wanted, BuildRunner(pool, "", nil))
+	if idle < int(pool.Spec.Scaling.MinIdle) {
+		if wait := warmRetryDelay(pool.Status.RecentRunners, now); wait > 0 {
+			if retryIn == 0 || wait < retryIn {
+				retryIn = wait
+			}
+		} else {
+			for i := idle; i < int(pool.Spec.Scaling.MinIdle); i++ {
+				wanted = append(wanted, BuildRunner(pool, "", nil))
+			}
+		}
 	}
 	wanted = wanted[:min(len(wanted), max(room, 0))]
 	for _, runner := range wanted {

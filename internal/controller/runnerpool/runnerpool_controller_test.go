@@ -185,3 +185,32 @@ func TestFieldManagerNamesWhoWroteTheSpec(t *testing.T) {
 		t.Errorf("without managed fields %q", got)
 	}
 }
+
+func TestWarmRunnersBackOffAfterFailures(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
+	rec := func(handle string, outcome v1alpha1.RunnerOutcome, ago time.Duration) v1alpha1.RunnerRecord {
+		at := metav1.NewTime(now.Add(-ago))
+		return v1alpha1.RunnerRecord{Handle: handle, Outcome: outcome, FinishedAt: &at}
+	}
+	cases := []struct {
+		name    string
+		history []v1alpha1.RunnerRecord // newest first
+		want    time.Duration
+	}{
+		{"no history", nil, 0},
+		{"one refused pod a second ago", []v1alpha1.RunnerRecord{rec("", v1alpha1.OutcomeError, time.Second)}, 4 * time.Second},
+		{"three failures in a row", []v1alpha1.RunnerRecord{
+			rec("", v1alpha1.OutcomeError, time.Second), rec("", v1alpha1.OutcomeFailed, 10*time.Second), rec("", v1alpha1.OutcomeError, 20*time.Second),
+		}, 19 * time.Second},
+		{"a job runner's failure does not count", []v1alpha1.RunnerRecord{rec("h", v1alpha1.OutcomeFailed, time.Second)}, 0},
+		{"a warm runner that ran a job ends the run", []v1alpha1.RunnerRecord{
+			rec("", v1alpha1.OutcomeSucceeded, time.Second), rec("", v1alpha1.OutcomeError, 2*time.Second),
+		}, 0},
+		{"waited out", []v1alpha1.RunnerRecord{rec("", v1alpha1.OutcomeError, time.Minute)}, 0},
+	}
+	for _, c := range cases {
+		if got := warmRetryDelay(c.history, now); got != c.want {
+			t.Errorf("%s: wait %s, want %s", c.name, got, c.want)
+		}
+	}
+}
