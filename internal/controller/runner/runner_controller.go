@@ -50,6 +50,8 @@ type Reconciler struct {
 	// podCreated remembers when each runner's pod was created, to the nanosecond the pod's
 	// own timestamp lacks; after a restart the pod's timestamp stands in.
 	podCreated sync.Map // types.UID -> time.Time
+	// registering holds the Runners this process has tried to register, until they go.
+	registering sync.Map // types.UID -> bool
 }
 
 // JobSource is what the Runner controller asks about a runner's job; *jobwatch.Watcher is one.
@@ -159,6 +161,7 @@ func (r *Reconciler) finalize(ctx context.Context, fj *lazyForgejo, runner *v1al
 		return err
 	}
 	r.podCreated.Delete(runner.UID)
+	r.registering.Delete(runner.UID)
 	controllerutil.RemoveFinalizer(runner, Finalizer)
 	if err := r.Client.Update(ctx, runner); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("remove finalizer: %w", err)

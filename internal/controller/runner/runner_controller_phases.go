@@ -75,6 +75,7 @@ func (r *Reconciler) ensureRegistration(ctx context.Context, fj *lazyForgejo, po
 		return err
 	}
 	started := r.Now()
+	r.registering.Store(runner.UID, true)
 	reg, err := c.RegisterRunner(ctx, RegistrationName(runner), Description(pool, runner), runner.Spec.Mode == v1alpha1.ModeEphemeral)
 	if err != nil {
 		return fmt.Errorf("register runner %s: %w", runner.Name, err)
@@ -113,9 +114,10 @@ func (r *Reconciler) ensureRegistration(ctx context.Context, fj *lazyForgejo, po
 func (r *Reconciler) adoptRegistration(ctx context.Context, runner *v1alpha1.Runner, key client.ObjectKey) (bool, error) {
 	var secret corev1.Secret
 	err := r.Client.Get(ctx, key, &secret)
-	if apierrors.IsNotFound(err) {
-		// The cache may not have a Secret created a moment ago by an attempt whose status
-		// update failed; registering again would orphan that registration.
+	if _, tried := r.registering.Load(runner.UID); tried && apierrors.IsNotFound(err) {
+		// An earlier attempt of this process may have created the Secret a moment ago, and
+		// then failed to update the status: the cache may not have it yet. (After a restart
+		// the cache starts whole.) Registering again would orphan that registration.
 		err = r.APIReader.Get(ctx, key, &secret)
 	}
 	if err != nil {
