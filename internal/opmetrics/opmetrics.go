@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,6 +60,9 @@ type Metrics struct {
 	orphans      *prometheus.CounterVec
 	writeErrors  *prometheus.CounterVec
 	auditRecords prometheus.Gauge
+
+	auditMu   sync.Mutex
+	auditHead uint64
 }
 
 // New registers the metrics on reg. cache is what the gauges of runners and pools are read from
@@ -191,9 +195,15 @@ func (m *Metrics) RecordWriteFailed(log string) {
 	m.writeErrors.WithLabelValues(log).Inc()
 }
 
-// SetAuditHead publishes the audit log's last sequence number.
+// SetAuditHead publishes the audit log's last sequence number. Writers report it as they
+// finish, in any order; the gauge only moves forward, as the log does.
 func (m *Metrics) SetAuditHead(seq uint64) {
-	m.auditRecords.Set(float64(seq))
+	m.auditMu.Lock()
+	defer m.auditMu.Unlock()
+	if seq > m.auditHead {
+		m.auditHead = seq
+		m.auditRecords.Set(float64(seq))
+	}
 }
 
 // stateCollector reports live runners by phase, pending jobs and readiness for every pool, read

@@ -212,3 +212,29 @@ func TestAPoolsCountersStartAtZeroAndGoWithIt(t *testing.T) {
 		t.Fatalf("%d series left after the pool is gone", got)
 	}
 }
+
+func TestAuditHeadOnlyMovesForward(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := opmetrics.New(reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := func() float64 {
+		families, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range families {
+			if f.GetName() == opmetrics.AuditLogRecords {
+				return f.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		t.Fatal("no audit head gauge")
+		return 0
+	}
+	m.SetAuditHead(7)
+	m.SetAuditHead(5) // a writer that finished after a later one
+	if got := head(); got != 7 {
+		t.Fatalf("audit head %v, want 7", got)
+	}
+}
