@@ -13,6 +13,9 @@ const (
 	RotateRetryInterval = rotateRetryInterval
 )
 
+// EachLineBackward is eachLineBackward.
+var EachLineBackward = eachLineBackward
+
 // SetNow replaces the clock w decides on rotation retries with.
 func SetNow(w *Writer, now func() time.Time) {
 	w.mu.Lock()

@@ -160,7 +160,8 @@ type Writer struct {
 // Open opens or creates (mode 0600) the file at opts.Path for appending, and locks it
 // against other writers until Close. A partial last line, left by a crash in the middle of
 // a write, is cut off; Recovered returns it. A file that does not look like a JSON-lines
-// log, which suggests a wrong path, is refused and left untouched.
+// log, which suggests a wrong path, is refused and left untouched. Complete lines of NUL
+// bytes only, which a power failure can leave, are stepped over and kept.
 func Open(opts Options) (*Writer, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
@@ -275,14 +276,16 @@ func (w *Writer) load() error {
 	if err != nil {
 		return fmt.Errorf("recover log %s: %w", path, err)
 	}
-	w.prev, err = lastLine(w.f, end, true)
+	// Lines of NUL bytes a power failure left are stepped over, and kept.
+	var recordEnd int64
+	w.prev, recordEnd, err = lastRecord(w.f, end, true)
 	if errors.Is(err, errNotJSONText) {
 		return notJSONLines(path, "its last complete line holds "+err.Error())
 	}
 	if err != nil {
 		return fmt.Errorf("read last line of log %s: %w", path, err)
 	}
-	if end > 0 && !isJSONObject(w.prev) {
+	if recordEnd > 0 && !isJSONObject(w.prev) {
 		return notJSONLines(path, "its last complete line is not a JSON object")
 	}
 	if end < size {
@@ -309,9 +312,13 @@ func (w *Writer) load() error {
 		if err := w.undoHalfRotation(); err != nil {
 			return err
 		}
+		if err := w.restoreDropped(); err != nil {
+			return err
+		}
 	}
-	if end == 0 && w.opts.MaxSize > 0 {
-		// Rotated just before a restart: the chain continues from the newest rotated file.
+	if recordEnd == 0 && w.opts.MaxSize > 0 {
+		// Rotated just before a restart, or nothing but lines of NUL bytes: the chain
+		// continues from the newest rotated file.
 		if w.prev, err = lastLineOfFile(rotatedName(path, 1)); err != nil {
 			return err
 		}

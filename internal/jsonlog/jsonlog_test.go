@@ -723,6 +723,11 @@ func TestOpenRefusesAFileThatIsNotAJSONLinesLog(t *testing.T) {
 		"binary with a newline near the end": append(bytes.Clone(binary), []byte("\n\x00\x01\x02")...),
 		"binary ending in a newline":         append(bytes.Clone(binary), '\n'),
 		"a JSON array line":                  []byte("[1,2,3]\n"),
+		"text then a line of zeroes":         []byte("[section]\nkey = value\n\x00\x00\x00\n"),
+		"binary then a line of zeroes":       append(bytes.Clone(binary), []byte("\n\x00\x00\n")...),
+		"JSON lines then zeroes and text":    []byte(numbered(1) + "\n\x00\x00\x00key = value\n"),
+		"JSON lines then 2 MiB of zeroes in a line": append(append([]byte(numbered(1)+"\n"),
+			make([]byte, 2<<20)...), '\n'),
 		"JSON lines then a fragment of 2 MiB": append([]byte(numbered(1)+"\n"),
 			append([]byte(`{"pad":"`), bytes.Repeat([]byte("x"), 2<<20)...)...),
 	} {
@@ -772,6 +777,45 @@ func TestOpenAcceptsAnEmptyFileAndCutsOnlyLogFragments(t *testing.T) {
 			closeWriter(t, w)
 			if got, want := readLines(t, path), strings.TrimSuffix(c.content, c.cut)+numbered(2)+"\n"; strings.Join(got, "\n")+"\n" != want {
 				t.Fatalf("file holds %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+func TestOpenStepsOverLinesOfZeroesLeftByAPowerFailure(t *testing.T) {
+	zeroes := strings.Repeat("\x00", 4<<10)
+	for name, c := range map[string]struct{ content, cut, prev string }{
+		"a block of zeroes as the last line": {numbered(1) + "\n" + zeroes + "\n", "", numbered(1)},
+		"two lines of zeroes":                {numbered(1) + "\n\x00\x00\n" + zeroes + "\n", "", numbered(1)},
+		"zeroes then a partial line":         {numbered(1) + "\n" + zeroes + "\n" + `{"n":2,"x`, `{"n":2,"x`, numbered(1)},
+		"zeroes then a complete line":        {numbered(1) + "\n" + zeroes + "\n" + numbered(3) + "\n", "", numbered(3)},
+		// The chain goes on from the newest rotated file.
+		"zeroes only": {zeroes + "\n", "", numbered(0)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "events.jsonl")
+			if err := os.WriteFile(path+".1", []byte(numbered(0)+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, []byte(c.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			w := open(t, jsonlog.Options{Path: path, Fsync: jsonlog.FsyncInterval, MaxSize: 1 << 20})
+			if got := string(w.Recovered()); got != c.cut {
+				t.Fatalf("Recovered() = %q, want %q", got, c.cut)
+			}
+			if got := string(w.LastLine()); got != c.prev {
+				t.Fatalf("LastLine() = %q, want %q", got, c.prev)
+			}
+			mustAppend(t, w, "", numbered(9))
+			closeWriter(t, w)
+			// The zeroes stay: Open cuts no complete line.
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := strings.TrimSuffix(c.content, c.cut) + numbered(9) + "\n"; string(data) != want {
+				t.Fatalf("file holds %q, want %q", data, want)
 			}
 		})
 	}

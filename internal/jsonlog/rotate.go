@@ -152,3 +152,56 @@ func undoMoves(done []move) (rest []move, err error) {
 	}
 	return nil, nil
 }
+
+// restoreDropped settles path.dropped, left by a crash in the middle of a rotation (see
+// rotateLocked): the next rotation would replace it, losing it along with the file that
+// rotation drops. It runs after undoHalfRotation, and the rule is:
+//
+//   - When a number among path.1 … path.MaxFiles is free, the rotation stopped before
+//     the next file took path (undoHalfRotation removed a second name path.1 left by the
+//     link): the moves it did are undone. The files above the highest free number move
+//     down by one, which takes them back where they were, and path.dropped becomes
+//     path.MaxFiles again, the number it came from. When the crash came before any other
+//     file moved, that number is the free one and path.dropped is all that moves.
+//   - When every number is taken, the rotation completed but for removing path.dropped,
+//     which is removed now, as it would have been.
+//
+// Each step moves one file to a free name, so a crash or a failure in the middle leaves
+// the files in a state the same rule settles on the next Open.
+func (w *Writer) restoreDropped() error {
+	path := w.opts.Path
+	dropped := path + droppedSuffix
+	if _, err := os.Lstat(dropped); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("stat %s, left by an interrupted rotation of log %s: %w", dropped, path, err)
+	}
+	free := 0
+	for i := w.opts.MaxFiles; i >= 1; i-- {
+		_, err := os.Lstat(rotatedName(path, i))
+		if errors.Is(err, fs.ErrNotExist) {
+			free = i
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("stat rotated log %s: %w", rotatedName(path, i), err)
+		}
+	}
+	if free == 0 {
+		if err := os.Remove(dropped); err != nil {
+			return fmt.Errorf("remove %s, dropped by a rotation of log %s that completed: %w", dropped, path, err)
+		}
+		return nil
+	}
+	moves := make([]move, 0, w.opts.MaxFiles-free+1)
+	for i := free; i < w.opts.MaxFiles; i++ {
+		moves = append(moves, move{from: rotatedName(path, i+1), to: rotatedName(path, i)})
+	}
+	moves = append(moves, move{from: dropped, to: rotatedName(path, w.opts.MaxFiles)})
+	for _, m := range moves {
+		if err := m.do(); err != nil {
+			return fmt.Errorf("undo an interrupted rotation of log %s: move %s back to %s: %w", path, m.from, m.to, err)
+		}
+	}
+	return nil
+}

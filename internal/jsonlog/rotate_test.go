@@ -257,3 +257,63 @@ func TestRotationWorksWithoutHardLinks(t *testing.T) {
 	}
 	closeWriter(t, w)
 }
+
+func TestOpenFinishesOrUndoesARotationInterruptedAfterDroppingTheOldest(t *testing.T) {
+	mv := func(t *testing.T, from, to string) {
+		t.Helper()
+		if err := os.Rename(from, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each crash happens in the middle of rotating a log whose path.2 holds 1-4, path.1
+	// 5-8 and path 9-12 (see rotateLocked), after path.2 became path.dropped.
+	for name, c := range map[string]struct {
+		crash func(t *testing.T, path string)
+		// want is what the files hold after Open, newest first.
+		want [][]string
+	}{
+		"before moving the others on": {
+			crash: func(t *testing.T, path string) {},
+			want:  [][]string{fixedLines(9, 12), fixedLines(5, 8), fixedLines(1, 4)},
+		},
+		"after moving path.1 on": {
+			crash: func(t *testing.T, path string) { mv(t, path+".1", path+".2") },
+			want:  [][]string{fixedLines(9, 12), fixedLines(5, 8), fixedLines(1, 4)},
+		},
+		"after naming the current file path.1": {
+			crash: func(t *testing.T, path string) {
+				mv(t, path+".1", path+".2")
+				if err := os.Link(path, path+".1"); err != nil {
+					t.Skipf("this file system has no hard links: %v", err)
+				}
+			},
+			want: [][]string{fixedLines(9, 12), fixedLines(5, 8), fixedLines(1, 4)},
+		},
+		"after the next file took path": {
+			crash: func(t *testing.T, path string) {
+				mv(t, path+".1", path+".2")
+				mv(t, path, path+".1")
+				if err := os.WriteFile(path, nil, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: [][]string{nil, fixedLines(9, 12), fixedLines(5, 8)},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			w, path, _ := rotatedLog(t)
+			closeWriter(t, w)
+			mv(t, path+".2", path+jsonlog.DroppedSuffix)
+			c.crash(t, path)
+
+			w = open(t, jsonlog.Options{Path: path, MaxSize: 4 * int64(fixedLineLen), MaxFiles: 2})
+			requireFiles(t, path, c.want...)
+			// The next rotation drops one file, the oldest: 1-4, and only that.
+			for i := 13; i <= 16; i++ {
+				mustAppend(t, w, "", fixedLine(i))
+			}
+			closeWriter(t, w)
+			requireFiles(t, path, fixedLines(13, 16), fixedLines(9, 12), fixedLines(5, 8))
+		})
+	}
+}

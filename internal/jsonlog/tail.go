@@ -102,8 +102,76 @@ func lastLine(f io.ReaderAt, end int64, jsonText bool) ([]byte, error) {
 	return line, nil
 }
 
-// lastLineOfFile returns the last complete line of the file at path, nil if it has none
-// or does not exist.
+// lastRecord is lastLine for the last line that is not made of NUL bytes only, and
+// returns where that line ends too, 0 when there is none. A power failure can leave such
+// a line inside a file: where data that the file's size already counted was lost, some
+// file systems show zeroes, and when a later line survived, the newline that ends it
+// makes the zeroes a complete line. Such lines are damage to step over, not a sign that
+// the file is not a log; they are left in place, as cutting them would cut the lines
+// after them. They are stepped over for at most maxCut bytes, like a partial last line
+// (see maxCut): more zeroes than that are left for lastLine to judge.
+func lastRecord(f io.ReaderAt, end int64, jsonText bool) (line []byte, recordEnd int64, err error) {
+	budget := int64(maxCut)
+	for end > 0 {
+		start, err := nulLineStart(f, end, budget)
+		if errors.Is(err, errNotNULLine) {
+			break
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		budget -= end - start
+		end = start
+	}
+	line, err = lastLine(f, end, jsonText)
+	return line, end, err
+}
+
+// errNotNULLine is nulLineStart finding a line that is not one of NUL bytes only.
+var errNotNULLine = errors.New("not a line of NUL bytes")
+
+// nulLineStart returns where the last line of the first end bytes of f, which end with a
+// newline, starts when it holds at least one byte and only NUL bytes, and fails with
+// errNotNULLine otherwise, also when the line and its newline are longer than maxLen.
+func nulLineStart(f io.ReaderAt, end, maxLen int64) (int64, error) {
+	// The last line is almost always a JSON object, which its last byte shows: the first
+	// read is small.
+	buf := make([]byte, 512, scanChunk)
+	lineEnd := end - 1 // the newline
+	from := lineEnd
+	for from > 0 {
+		if end-from >= maxLen {
+			return 0, errNotNULLine
+		}
+		n := min(from, int64(len(buf)), maxLen-(end-from))
+		chunk := buf[:n]
+		buf = buf[:cap(buf)]
+		if _, err := f.ReadAt(chunk, from-n); err != nil {
+			return 0, err
+		}
+		for i := len(chunk) - 1; i >= 0; i-- {
+			switch chunk[i] {
+			case 0:
+			case '\n':
+				start := from - n + int64(i) + 1
+				if start == lineEnd {
+					return 0, errNotNULLine // an empty line
+				}
+				return start, nil
+			default:
+				return 0, errNotNULLine
+			}
+		}
+		from -= n
+	}
+	if lineEnd == 0 {
+		return 0, errNotNULLine // an empty line
+	}
+	return 0, nil
+}
+
+// lastLineOfFile returns the last complete line of the file at path, stepping over lines
+// of NUL bytes (see lastRecord), nil if it has none or does not exist.
 func lastLineOfFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -121,7 +189,7 @@ func lastLineOfFile(path string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read rotated log %s: %w", path, err)
 	}
-	line, err := lastLine(f, end, false)
+	line, _, err := lastRecord(f, end, false)
 	if err != nil {
 		return nil, fmt.Errorf("read last line of rotated log %s: %w", path, err)
 	}
@@ -132,36 +200,64 @@ func lastLineOfFile(path string) ([]byte, error) {
 // first size bytes of f, last first, until fn returns false or limit bytes were read. A
 // line that starts before the limit is not passed on. The line fn gets is only valid
 // during the call. It returns how many bytes it read.
+//
+// It costs the bytes it reads, however long the lines: the chunks of a line longer than
+// one are kept apart until its start is found, and then joined once.
 func eachLineBackward(f io.ReaderAt, size, limit int64, fn func(line []byte) bool) (int64, error) {
-	// carry is the end of a line whose start is not read yet. Until the first newline is
-	// found it is what follows the last one: a partial line, never passed on.
-	var carry []byte
+	// carry holds the end of a line whose start is not read yet, as the chunks it was
+	// read in, last first. Until the first newline is found it is what follows the last
+	// one: a partial line, never passed on.
+	var carry [][]byte
 	afterNewline := false
 	from, read := size, int64(0)
 	for from > 0 && read < limit {
 		n := min(from, int64(idChunk), limit-read)
-		buf := make([]byte, n+int64(len(carry)))
-		if _, err := f.ReadAt(buf[:n], from-n); err != nil {
+		// A new buffer each time, as carry may hold parts of the last one.
+		buf := make([]byte, n)
+		if _, err := f.ReadAt(buf, from-n); err != nil {
 			return read, err
 		}
-		copy(buf[n:], carry)
 		from, read = from-n, read+n
 		for {
 			i := bytes.LastIndexByte(buf, '\n')
 			if i < 0 {
 				break
 			}
-			if afterNewline && !fn(buf[i+1:]) {
+			if afterNewline && !fn(joinBackward(buf[i+1:], carry)) {
 				return read, nil
 			}
-			afterNewline = true
+			clear(carry) // lets the chunks go
+			afterNewline, carry = true, carry[:0]
 			buf = buf[:i]
 		}
-		carry = buf
+		if len(buf) > 0 {
+			carry = append(carry, buf)
+		}
 	}
 	if from == 0 && afterNewline {
 		// The file's first line, which has no newline before it.
-		fn(carry)
+		fn(joinBackward(nil, carry))
 	}
 	return read, nil
+}
+
+// joinBackward returns start followed by the chunks of rest, which are last first. It
+// copies only when there is more than one piece.
+func joinBackward(start []byte, rest [][]byte) []byte {
+	if len(rest) == 0 {
+		return start
+	}
+	if len(start) == 0 && len(rest) == 1 {
+		return rest[0]
+	}
+	n := len(start)
+	for _, c := range rest {
+		n += len(c)
+	}
+	line := make([]byte, 0, n)
+	line = append(line, start...)
+	for i := len(rest) - 1; i >= 0; i-- {
+		line = append(line, rest[i]...)
+	}
+	return line
 }
