@@ -73,6 +73,18 @@ func writeRecords(t *testing.T, path string, n int) {
 	closeLog(t, l)
 }
 
+// writtenLog writes a log of n records in a new directory and returns its path and bytes.
+func writtenLog(t *testing.T, n int) (string, []byte) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	writeRecords(t, path, n)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return path, data
+}
+
 func verifyFile(t *testing.T, path string, opts audit.VerifyOptions) audit.Report {
 	t.Helper()
 	f, err := os.Open(path)
@@ -241,12 +253,7 @@ func TestEditingAnyByteOfAMiddleLineIsCaught(t *testing.T) {
 }
 
 func TestAChangedFieldBreaksTheNextLink(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "audit.jsonl")
-	writeRecords(t, path, 10)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, data := writtenLog(t, 10)
 	ls := lines(t, path)
 	edited := bytes.Replace(ls[6], []byte(`"registration 46"`), []byte(`"registration 99"`), 1)
 	if bytes.Equal(edited, ls[6]) {
@@ -261,12 +268,7 @@ func TestAChangedFieldBreaksTheNextLink(t *testing.T) {
 }
 
 func TestAChangedSeqIsCaughtAtItsLine(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "audit.jsonl")
-	writeRecords(t, path, 10)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, data := writtenLog(t, 10)
 	data = bytes.Replace(data, []byte(`{"seq":5,`), []byte(`{"seq":4,`), 1)
 	requireProblem(t, verifyBytes(t, data, audit.VerifyOptions{}), 5, 4, "line 5: seq 4 follows seq 4: a line was repeated or moved")
 }
@@ -296,12 +298,7 @@ func TestDeletingTheFirstLineIsCaught(t *testing.T) {
 }
 
 func TestAFirstLineOffTheGenesisIsCaught(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "audit.jsonl")
-	writeRecords(t, path, 3)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, data := writtenLog(t, 3)
 	data = bytes.Replace(data, []byte(audit.GenesisHash), []byte(strings.Repeat("1", 64)), 1)
 	requireProblem(t, verifyBytes(t, data, audit.VerifyOptions{}), 1, 1,
 		"line 1 (seq 1): link broken: the first record does not follow the genesis hash")
@@ -336,12 +333,7 @@ func TestDeletingTheLastLineIsCaughtAgainstAHighWaterMark(t *testing.T) {
 }
 
 func TestTruncationIsCaught(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "audit.jsonl")
-	writeRecords(t, path, 10)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	path, data := writtenLog(t, 10)
 	ls := lines(t, path)
 	lastStart := len(data) - len(ls[9])
 
@@ -409,12 +401,7 @@ func (r *failingReader) Read(p []byte) (int, error) {
 }
 
 func TestVerifyReportsReadErrors(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "audit.jsonl")
-	writeRecords(t, path, 2)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, data := writtenLog(t, 2)
 	if _, err := audit.Verify(&failingReader{data: data}, audit.VerifyOptions{}); err == nil || !strings.Contains(err.Error(), "disk on fire") {
 		t.Fatalf("Verify with a failing reader: %v", err)
 	}

@@ -1,11 +1,11 @@
 package forgejo
 
 import (
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/promreg"
 )
 
 // Observer is told about every REST call the client makes: endpoint is one of the Endpoint*
@@ -47,26 +47,13 @@ func NewPrometheusObserver(reg prometheus.Registerer) (*PrometheusObserver, erro
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 	}, []string{"endpoint"})
 	var err error
-	if requests, err = register(reg, requests); err != nil {
+	if requests, err = promreg.Register(reg, requests); err != nil {
 		return nil, err
 	}
-	if duration, err = register(reg, duration); err != nil {
+	if duration, err = promreg.Register(reg, duration); err != nil {
 		return nil, err
 	}
 	return &PrometheusObserver{requests: requests, duration: duration}, nil
-}
-
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, fmt.Errorf("register forgejo API metrics: %w", err)
-	}
-	return c, nil
 }
 
 // ObserveRequest implements Observer.

@@ -1,11 +1,11 @@
 package jobwatch
 
 import (
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/promreg"
 )
 
 // PrometheusTimings exports job timings as histograms.
@@ -18,7 +18,7 @@ type PrometheusTimings struct {
 // forgejo_runner_operator_job_execution_seconds on reg (reusing them if already there).
 func NewPrometheusTimings(reg prometheus.Registerer) (*PrometheusTimings, error) {
 	buckets := prometheus.ExponentialBucketsRange(0.1, 4*3600, 16)
-	wait, err := registerHistogram(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
+	wait, err := promreg.Register(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "forgejo_runner_operator_job_queue_wait_seconds",
 		Help:    "Time from a job being seen waiting to it being seen running, by poll or webhook.",
 		Buckets: buckets,
@@ -26,7 +26,7 @@ func NewPrometheusTimings(reg prometheus.Registerer) (*PrometheusTimings, error)
 	if err != nil {
 		return nil, err
 	}
-	exec, err := registerHistogram(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
+	exec, err := promreg.Register(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "forgejo_runner_operator_job_execution_seconds",
 		Help:    "Time from a job being seen running to it being seen finished, by poll or webhook.",
 		Buckets: buckets,
@@ -35,19 +35,6 @@ func NewPrometheusTimings(reg prometheus.Registerer) (*PrometheusTimings, error)
 		return nil, err
 	}
 	return &PrometheusTimings{queueWait: wait, execution: exec}, nil
-}
-
-func registerHistogram(reg prometheus.Registerer, h prometheus.Histogram) (prometheus.Histogram, error) {
-	if err := reg.Register(h); err != nil {
-		var already prometheus.AlreadyRegisteredError
-		if errors.As(err, &already) {
-			if existing, ok := already.ExistingCollector.(prometheus.Histogram); ok {
-				return existing, nil
-			}
-		}
-		return nil, fmt.Errorf("register job timing histogram: %w", err)
-	}
-	return h, nil
 }
 
 // ObserveQueueWait records one job's wait for a runner.

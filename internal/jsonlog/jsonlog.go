@@ -458,15 +458,7 @@ func (w *Writer) Path() string {
 // past MaxSize (rotating is then tried again after a while): retrying it with its id is a
 // no-op.
 func (w *Writer) Append(id string, line []byte) (written bool, err error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if err := w.usableLocked(); err != nil {
-		return false, err
-	}
-	if id != "" && w.seenLocked(id) {
-		return false, nil
-	}
-	return w.writeLocked(id, line)
+	return w.appendBuilt(id, func() ([]byte, error) { return line, nil })
 }
 
 // AppendFunc is Append for a line that depends on the one before it, such as a hash
@@ -478,6 +470,18 @@ func (w *Writer) AppendFunc(id string, build func(prev []byte) ([]byte, error)) 
 	if build == nil {
 		return false, errors.New("jsonlog: AppendFunc needs a build function")
 	}
+	return w.appendBuilt(id, func() ([]byte, error) {
+		line, err := build(bytes.Clone(w.prev))
+		if err != nil {
+			return nil, fmt.Errorf("build line for log %s: %w", w.opts.Path, err)
+		}
+		return line, nil
+	})
+}
+
+// appendBuilt writes the line line() gives, under the writer's lock, unless the writer is
+// unusable or id was written already (then line is not called).
+func (w *Writer) appendBuilt(id string, line func() ([]byte, error)) (bool, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if err := w.usableLocked(); err != nil {
@@ -486,11 +490,11 @@ func (w *Writer) AppendFunc(id string, build func(prev []byte) ([]byte, error)) 
 	if id != "" && w.seenLocked(id) {
 		return false, nil
 	}
-	line, err := build(bytes.Clone(w.prev))
+	l, err := line()
 	if err != nil {
-		return false, fmt.Errorf("build line for log %s: %w", w.opts.Path, err)
+		return false, err
 	}
-	return w.writeLocked(id, line)
+	return w.writeLocked(id, l)
 }
 
 // usableLocked fails when the writer is closed, or broken and still not repaired.

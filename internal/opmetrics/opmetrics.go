@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/promreg"
 )
 
 // Metric names.
@@ -107,16 +108,16 @@ func New(reg prometheus.Registerer, cache client.Reader) (*Metrics, error) {
 	}
 	var err error
 	for _, h := range []**prometheus.HistogramVec{&m.registration, &m.startup, &m.lifetime} {
-		if *h, err = register(reg, *h); err != nil {
+		if *h, err = promreg.Register(reg, *h); err != nil {
 			return nil, err
 		}
 	}
 	for _, c := range []**prometheus.CounterVec{&m.outcomes, &m.orphans, &m.writeErrors} {
-		if *c, err = register(reg, *c); err != nil {
+		if *c, err = promreg.Register(reg, *c); err != nil {
 			return nil, err
 		}
 	}
-	if m.auditRecords, err = register(reg, m.auditRecords); err != nil {
+	if m.auditRecords, err = promreg.Register(reg, m.auditRecords); err != nil {
 		return nil, err
 	}
 	if cache != nil {
@@ -134,22 +135,6 @@ func New(reg prometheus.Registerer, cache client.Reader) (*Metrics, error) {
 		}
 	}
 	return m, nil
-}
-
-// register registers c, or returns the collector already registered under its name: an
-// operator restarted in the same process (the end-to-end tests) keeps counting on the first
-// one's metrics.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var already prometheus.AlreadyRegisteredError
-		if errors.As(err, &already) {
-			if existing, ok := already.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, fmt.Errorf("register runner metrics: %w", err)
-	}
-	return c, nil
 }
 
 // ObserveRegistration records how long registering a runner of the pool took.

@@ -1,10 +1,11 @@
 package webhook
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/promreg"
 )
 
 // MetricDeliveriesTotal counts webhook deliveries by result.
@@ -25,16 +26,9 @@ func NewPrometheusObserver(reg prometheus.Registerer) (*PrometheusObserver, erro
 		Name: MetricDeliveriesTotal,
 		Help: "Forgejo webhook deliveries received, by result (accepted, duplicate, ignored_event, bad_signature, ...).",
 	}, []string{"result"})
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		existing, ok := (*prometheus.CounterVec)(nil), false
-		if errors.As(err, &are) {
-			existing, ok = are.ExistingCollector.(*prometheus.CounterVec)
-		}
-		if !ok {
-			return nil, fmt.Errorf("register webhook metrics: %w", err)
-		}
-		c = existing
+	c, err := promreg.Register(reg, c)
+	if err != nil {
+		return nil, fmt.Errorf("register webhook metrics: %w", err)
 	}
 	// Every result is present from the start, so that a rate() over a result that has not
 	// happened yet reads 0 rather than nothing.

@@ -216,6 +216,15 @@ func TestRecordsSurviveAnOperatorRestart(t *testing.T) {
 	if auditBefore == 0 || len(records) <= auditBefore {
 		t.Fatalf("%d audit records before the restart, %d after", auditBefore, len(records))
 	}
+	if created := checkRegistrationsPaired(t, records); created < len(runners) {
+		t.Errorf("%d registrations created on record for %d runners", created, len(runners))
+	}
+}
+
+// checkRegistrationsPaired checks that every registration created is on record as created once
+// and deleted once, and returns how many there were.
+func checkRegistrationsPaired(t *testing.T, records []audit.Record) int {
+	t.Helper()
 	created, deleted := map[string]int{}, map[string]int{}
 	for _, r := range records {
 		switch r.Action {
@@ -225,14 +234,12 @@ func TestRecordsSurviveAnOperatorRestart(t *testing.T) {
 			deleted[r.Object]++
 		}
 	}
-	if len(created) < len(runners) {
-		t.Errorf("%d registrations created on record for %d runners", len(created), len(runners))
-	}
 	for reg, k := range created {
 		if k != 1 || deleted[reg] != 1 {
 			t.Errorf("%s: created %d times and deleted %d times on record, want once each", reg, k, deleted[reg])
 		}
 	}
+	return len(created)
 }
 
 // waitReady waits until the pool's Forgejo connection is up.
