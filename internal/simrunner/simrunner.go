@@ -252,74 +252,72 @@ func (r *runner) run(ctx context.Context) (Outcome, error) {
 	switch {
 	case connect.CodeOf(err) == connect.CodeUnimplemented:
 		r.logf("simrunner: server does not implement Declare, continuing")
-	case err != nil && ctx.Err() != nil:
-		// Stopped (SIGTERM) before any task came: forgejo-runner's "no task".
-		return Outcome{ExitCode: ExitNoTask}, nil //nolint:nilerr // the stop is the answer, not a failure
 	case err != nil:
+		// forgejo-runner's createRunner: any other Declare error ends one-job with exit 1, a
+		// SIGTERM that cancels the call included.
 		return Outcome{ExitCode: ExitError}, fmt.Errorf("declare runner %s: %w", r.cfg.UUID, err)
 	default:
 		r.logf("simrunner: declared labels %v, version %s", names, r.cfg.Version)
 	}
 
-	task, err := r.fetch(ctx)
-	if err != nil {
-		return Outcome{ExitCode: ExitError}, err
-	}
+	task := r.fetch(ctx)
 	if task == nil {
+		if r.cfg.Wait {
+			// forgejo-runner's single task poller returns without error when it is stopped
+			// while waiting: SIGTERM before a task came exits 0, as a task that ran does.
+			r.logf("simrunner: stopped while waiting for a task")
+			return Outcome{ExitCode: ExitTaskRan}, nil
+		}
 		r.logf("simrunner: no task received")
 		return Outcome{ExitCode: ExitNoTask}, nil
 	}
 	return r.execute(ctx, task)
 }
 
-// fetch asks for a task once, or in wait mode until one comes; nil means none (or ctx ended
-// while waiting, which is also "no task received").
-func (r *runner) fetch(ctx context.Context) (*runnerv1.Task, error) {
-	var tasksVersion int64
+// fetch asks for a task once, or in wait mode until one comes or ctx ends; nil means none.
+// Like forgejo-runner's single task poller it never fails: in wait mode it retries every
+// error, Unauthenticated included (so a runner whose registration was deleted polls until it
+// is stopped), and without --wait an error is just "no task". It always sends tasks_version 0.
+func (r *runner) fetch(ctx context.Context) *runnerv1.Task {
 	key := newRequestKey()
 	for {
-		task, version, err := r.fetchOnce(ctx, key, tasksVersion)
+		task, err := r.fetchOnce(ctx, key)
 		switch {
 		case task != nil:
 			// Even if ctx just ended: the server has assigned it, so it must hear how it ended.
-			return task, nil
+			return task
 		case ctx.Err() != nil:
-			return nil, nil //nolint:nilerr // stopped before a task came: forgejo-runner's "no task"
-		case err != nil && r.cfg.Wait && transient(err):
+			return nil
+		case err != nil:
 			// The same key again: if the lost answer held a task, the server gives that task
 			// back instead of a second one.
-			r.logf("simrunner: fetch failed, retrying: %v", err)
-		case err != nil:
-			return nil, fmt.Errorf("fetch task: %w", err)
-		case !r.cfg.Wait:
-			return nil, nil
+			r.logf("simrunner: fetch failed: %v", err)
 		default:
-			tasksVersion = version
 			key = newRequestKey()
 		}
-		if !sleep(ctx, r.cfg.PollInterval) {
-			return nil, nil
+		if !r.cfg.Wait || !sleep(ctx, r.cfg.PollInterval) {
+			return nil
 		}
 	}
 }
 
-func (r *runner) fetchOnce(ctx context.Context, key string, tasksVersion int64) (*runnerv1.Task, int64, error) {
+func (r *runner) fetchOnce(ctx context.Context, key string) (*runnerv1.Task, error) {
 	if r.cfg.Handle != "" {
-		req := connect.NewRequest(&runnerv1ext.FetchSingleTaskRequest{Handle: r.cfg.Handle, TasksVersion: tasksVersion})
+		req := connect.NewRequest(&runnerv1ext.FetchSingleTaskRequest{Handle: r.cfg.Handle, TasksVersion: 0})
 		req.Header().Set(headerRequestKey, key)
 		resp, err := r.single.CallUnary(ctx, req)
 		if err != nil {
-			return nil, 0, err
+			return nil, err
 		}
-		return resp.Msg.GetTask(), resp.Msg.GetTasksVersion(), nil
+		return resp.Msg.GetTask(), nil
 	}
-	req := connect.NewRequest(&runnerv1.FetchTaskRequest{TasksVersion: tasksVersion})
+	req := connect.NewRequest(&runnerv1.FetchTaskRequest{TasksVersion: 0})
 	req.Header().Set(headerRequestKey, key)
 	resp, err := r.client.FetchTask(ctx, req)
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
-	return resp.Msg.GetTask(), resp.Msg.GetTasksVersion(), nil
+	return resp.Msg.GetTask(), nil
 }
 
 // execute "runs" a task: log rows spread over TaskDuration, state heartbeats, then the final
@@ -394,15 +392,6 @@ func (r *runner) heartbeat(ctx context.Context, taskID int64, started *timestamp
 
 func resultName(r runnerv1.Result) string {
 	return strings.ToLower(strings.TrimPrefix(r.String(), "RESULT_"))
-}
-
-// transient reports whether a fetch error is worth retrying in wait mode.
-func transient(err error) bool {
-	switch connect.CodeOf(err) {
-	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeResourceExhausted, connect.CodeInternal, connect.CodeUnknown:
-		return true
-	}
-	return false
 }
 
 // sleep waits d or until ctx ends; false when ctx ended.

@@ -2,16 +2,23 @@ package simrunner_test
 
 import (
 	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	runnerv1 "gitea.dev/actions-proto-go/runner/v1"
+	"gitea.dev/actions-proto-go/runner/v1/runnerv1connect"
 
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejo"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejosim"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/runnerpb/runnerv1ext"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/simrunner"
 )
 
@@ -275,9 +282,136 @@ func TestWaitEndsWithContext(t *testing.T) {
 		r, ok := e.sim.RunnerByUUID(reg.UUID)
 		return ok && r.Status == "idle"
 	})
+	time.Sleep(50 * time.Millisecond) // past Declare: polling for a task
 	cancel()
-	if r := await(t, done); r.err != nil || r.out.ExitCode != simrunner.ExitNoTask {
+	// forgejo-runner one-job --wait stopped (SIGTERM) while waiting exits 0, as if a task ran:
+	// only the missing task id tells them apart.
+	if r := await(t, done); r.err != nil || r.out.ExitCode != simrunner.ExitTaskRan || r.out.TaskID != 0 {
 		t.Fatalf("outcome %+v, %v", r.out, r.err)
+	}
+}
+
+// A waiting runner whose registration is deleted keeps polling, as forgejo-runner does: it
+// retries every error, Unauthenticated included, until it is stopped.
+func TestWaitOutlivesItsRegistration(t *testing.T) {
+	e := newEnv(t)
+	reg, cfg := e.runner("waiter")
+	cfg.Wait = true
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := runAsync(ctx, cfg)
+	eventually(t, "runner online", func() bool {
+		r, ok := e.sim.RunnerByUUID(reg.UUID)
+		return ok && r.Status == "idle"
+	})
+	time.Sleep(50 * time.Millisecond) // past Declare: polling for a task
+	if err := e.client.DeleteRunner(t.Context(), reg.ID); err != nil {
+		t.Fatalf("delete registration: %v", err)
+	}
+	select {
+	case r := <-done:
+		t.Fatalf("runner ended after its registration was deleted: %+v, %v", r.out, r.err)
+	case <-time.After(300 * time.Millisecond): // 30 polls
+	}
+	cancel()
+	if r := await(t, done); r.err != nil || r.out.ExitCode != simrunner.ExitTaskRan || r.out.TaskID != 0 {
+		t.Fatalf("outcome %+v, %v", r.out, r.err)
+	}
+}
+
+// fakeServer answers Declare and FetchTask/FetchSingleTask as told and records the
+// tasks_version of every fetch.
+type fakeServer struct {
+	runnerv1connect.UnimplementedRunnerServiceHandler
+	fetchErr error // returned by every fetch; nil answers "no task, tasks_version 7"
+
+	mu       sync.Mutex
+	versions []int64
+}
+
+func (f *fakeServer) Declare(context.Context, *connect.Request[runnerv1.DeclareRequest]) (*connect.Response[runnerv1.DeclareResponse], error) {
+	return connect.NewResponse(&runnerv1.DeclareResponse{}), nil
+}
+
+func (f *fakeServer) FetchTask(_ context.Context, req *connect.Request[runnerv1.FetchTaskRequest]) (*connect.Response[runnerv1.FetchTaskResponse], error) {
+	f.record(req.Msg.GetTasksVersion())
+	if f.fetchErr != nil {
+		return nil, f.fetchErr
+	}
+	return connect.NewResponse(&runnerv1.FetchTaskResponse{TasksVersion: 7}), nil
+}
+
+func (f *fakeServer) fetchSingle(_ context.Context, req *connect.Request[runnerv1ext.FetchSingleTaskRequest]) (*connect.Response[runnerv1ext.FetchSingleTaskResponse], error) {
+	f.record(req.Msg.GetTasksVersion())
+	if f.fetchErr != nil {
+		return nil, f.fetchErr
+	}
+	return connect.NewResponse(&runnerv1ext.FetchSingleTaskResponse{TasksVersion: 7}), nil
+}
+
+func (f *fakeServer) record(v int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.versions = append(f.versions, v)
+}
+
+func (f *fakeServer) fetches() []int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.versions)
+}
+
+func (f *fakeServer) start(t *testing.T) simrunner.Config {
+	t.Helper()
+	mux := http.NewServeMux()
+	path, handler := runnerv1connect.NewRunnerServiceHandler(f)
+	mux.Handle("/api/actions"+path, http.StripPrefix("/api/actions", handler))
+	mux.Handle("/api/actions"+runnerv1ext.FetchSingleTaskProcedure,
+		http.StripPrefix("/api/actions", connect.NewUnaryHandler(runnerv1ext.FetchSingleTaskProcedure, f.fetchSingle)))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte("t"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return simrunner.Config{URL: srv.URL, UUID: "u", TokenURL: "file:" + token, Labels: []string{"docker"},
+		PollInterval: time.Millisecond, Logf: t.Logf}
+}
+
+// The runner always sends tasks_version 0, whatever the server answered before.
+func TestAlwaysSendsTasksVersionZero(t *testing.T) {
+	for _, handle := range []string{"", "00000000-0000-4000-8000-000000000000"} {
+		f := &fakeServer{}
+		cfg := f.start(t)
+		cfg.Wait, cfg.Handle = true, handle
+		ctx, cancel := context.WithCancel(t.Context())
+		done := runAsync(ctx, cfg)
+		eventually(t, "several fetches", func() bool { return len(f.fetches()) >= 3 })
+		cancel()
+		await(t, done)
+		for _, v := range f.fetches() {
+			if v != 0 {
+				t.Fatalf("handle %q: fetched with tasks_version %d, want always 0 (%v)", handle, v, f.fetches())
+			}
+		}
+	}
+}
+
+// Without --wait a failed fetch is "no task received" (exit 2), not an error; with --wait it is
+// retried, Unauthenticated included.
+func TestFetchErrors(t *testing.T) {
+	f := &fakeServer{fetchErr: connect.NewError(connect.CodeUnauthenticated, errors.New("unregistered runner"))}
+	cfg := f.start(t)
+	if out, err := simrunner.Run(t.Context(), cfg); err != nil || out.ExitCode != simrunner.ExitNoTask {
+		t.Fatalf("once: %+v, %v", out, err)
+	}
+	cfg.Wait = true
+	ctx, cancel := context.WithCancel(t.Context())
+	done := runAsync(ctx, cfg)
+	eventually(t, "retries", func() bool { return len(f.fetches()) >= 5 })
+	cancel()
+	if r := await(t, done); r.err != nil || r.out.ExitCode != simrunner.ExitTaskRan || r.out.TaskID != 0 {
+		t.Fatalf("wait: %+v, %v", r.out, r.err)
 	}
 }
 
