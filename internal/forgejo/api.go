@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -100,9 +101,8 @@ func (c *Client) explainRegistration404(ctx context.Context, notFound error) err
 
 // ListOptions filter ListRunners.
 type ListOptions struct {
-	// UUID keeps only the runner with this UUID. It is sent to the server (Forgejo 15's UUID
-	// search; the parameter name "uuid" is unverified) and also applied here, so a server that
-	// ignores it still gives the right answer, only more slowly.
+	// UUID keeps only the runner with this UUID. Forgejo 15 has no filter by UUID: the whole
+	// scope is listed and matched here.
 	UUID string
 	// Visible includes the runners inherited from wider scopes (owner, instance), as the
 	// server's "visible" flag does.
@@ -111,19 +111,40 @@ type ListOptions struct {
 	PageSize int
 }
 
-// ListRunners returns every runner of the scope, following all pages. A 404 means the scope
-// itself is not visible (ErrScopeNotVisible).
+// listAttempts is how many times ListRunners lists the scope before it gives up on getting a
+// listing during which nothing changed.
+const listAttempts = 3
+
+// ListRunners returns every runner of the scope: a complete listing, or an error. Forgejo
+// orders runners by last contact (last_online DESC) and pages by offset, so a runner that polls
+// while the pages are fetched moves to the front, and a runner registered or deleted meanwhile
+// shifts the rest: one page repeats an entry and another misses one. A listing is taken as
+// complete when every page reported the same X-Total-Count and as many distinct runners were
+// seen; otherwise the scope is listed again, and after listAttempts the error is
+// ErrIncompleteListing. A 404 means the scope itself is not visible (ErrScopeNotVisible).
 func (c *Client) ListRunners(ctx context.Context, opts ListOptions) ([]Runner, error) {
 	callerCtx := ctx
 	ctx, cancel := c.withDeadline(ctx)
 	defer cancel()
-	runners, err := c.listRunners(callerCtx, ctx, opts)
-	if err != nil {
-		return nil, fmt.Errorf("list runners: %w", err)
+	var err error
+	for range listAttempts {
+		var runners []Runner
+		runners, err = c.listRunners(callerCtx, ctx, opts)
+		if err == nil {
+			if opts.UUID != "" {
+				runners = slices.DeleteFunc(runners, func(r Runner) bool { return r.UUID != opts.UUID })
+			}
+			return runners, nil
+		}
+		if !errors.Is(err, ErrIncompleteListing) {
+			break
+		}
 	}
-	return runners, nil
+	return nil, fmt.Errorf("list runners: %w", err)
 }
 
+// listRunners lists the scope once, page after page until a page comes back short or empty,
+// and reports ErrIncompleteListing when the pages do not add up (see ListRunners).
 func (c *Client) listRunners(callerCtx, ctx context.Context, opts ListOptions) ([]Runner, error) {
 	size := opts.PageSize
 	if size <= 0 || size > maxPageSize {
@@ -131,17 +152,15 @@ func (c *Client) listRunners(callerCtx, ctx context.Context, opts ListOptions) (
 	}
 	var out []Runner
 	seen := map[int64]bool{}
-	fetched := 0
-	for page, n := 1, 0; ; n++ {
-		if n == maxPages {
+	total := -1
+	largest := 0
+	for page := 1; ; page++ {
+		if page > maxPages {
 			return nil, fmt.Errorf("%w: more than %d pages", ErrInvalidResponse, maxPages)
 		}
 		q := url.Values{"page": {strconv.Itoa(page)}, "limit": {strconv.Itoa(size)}}
 		if opts.Visible {
 			q.Set("visible", "true")
-		}
-		if opts.UUID != "" {
-			q.Set("uuid", opts.UUID)
 		}
 		resp, err := c.do(callerCtx, ctx, request{method: http.MethodGet, endpoint: EndpointListRunners, path: c.scope.prefix(), query: q})
 		if errors.Is(err, ErrNotFound) {
@@ -154,27 +173,31 @@ func (c *Client) listRunners(callerCtx, ctx context.Context, opts ListOptions) (
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrInvalidResponse, err)
 		}
-		fetched += len(rs)
+		if n, err := strconv.Atoi(resp.header.Get("X-Total-Count")); err == nil {
+			if total >= 0 && n != total {
+				return nil, fmt.Errorf("%w: the total went from %d to %d while listing", ErrIncompleteListing, total, n)
+			}
+			total = n
+		}
 		for _, r := range rs {
-			// Offset pagination repeats an item when the list shifts between pages.
-			if seen[r.ID] || (opts.UUID != "" && r.UUID != opts.UUID) {
-				continue
-			}
-			seen[r.ID] = true
-			out = append(out, r)
-		}
-		next := ParseLinkNext(resp.header.Get("Link"))
-		if next == 0 && resp.header.Get("Link") == "" && len(rs) > 0 {
-			// No Link header at all: fall back on the total count.
-			if total, err := strconv.Atoi(resp.header.Get("X-Total-Count")); err == nil && fetched < total {
-				next = page + 1
+			if !seen[r.ID] {
+				seen[r.ID] = true
+				out = append(out, r)
 			}
 		}
-		if next <= page {
-			return out, nil
+		largest = max(largest, len(rs))
+		// A server whose largest page (setting.API.MaxResponseItems) is below the size asked
+		// for sends full pages shorter than asked: a page is short when it is shorter than
+		// the longest one so far, or empty.
+		short := len(rs) == 0 || len(rs) < largest || (len(rs) < size && total >= 0 && page*len(rs) >= total)
+		if short {
+			break
 		}
-		page = next
 	}
+	if total >= 0 && len(out) != total {
+		return nil, fmt.Errorf("%w: %d distinct runners listed, the server counts %d", ErrIncompleteListing, len(out), total)
+	}
+	return out, nil
 }
 
 // GetRunner returns one runner by id. The scope's routes also show inherited runners.

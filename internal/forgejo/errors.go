@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -23,6 +25,13 @@ var (
 	// ErrNotDeletable: the runner is visible to the scope but registered above it (owner or
 	// instance), so this scope's route may not delete it.
 	ErrNotDeletable = errors.New("runner is inherited from a wider scope and cannot be deleted through this one")
+	// ErrForbidden: 403, the token may see the scope but not do this: it lacks the token scope
+	// the route needs, its user is not the owner or site admin the route asks for, or it is a
+	// public-only token and the scope is private. Denial tells which.
+	ErrForbidden = errors.New("forbidden")
+	// ErrIncompleteListing: the runners of a scope changed while they were listed page by page,
+	// so the listing may have skipped some.
+	ErrIncompleteListing = errors.New("the runner list changed while it was read")
 	// ErrUnauthorized: 401, the token is missing, wrong, expired or revoked.
 	ErrUnauthorized = errors.New("unauthorized: API token rejected")
 	// ErrRateLimited: 429; RetryAfter tells how long the server asked to wait.
@@ -61,6 +70,8 @@ func (e *APIError) classes() []error {
 		return []error{ErrNotFound}
 	case e.StatusCode == http.StatusUnauthorized:
 		return []error{ErrUnauthorized}
+	case e.StatusCode == http.StatusForbidden:
+		return []error{ErrForbidden}
 	case e.StatusCode == http.StatusTooManyRequests:
 		return []error{ErrRateLimited, ErrRetryable}
 	case e.StatusCode >= 500:
@@ -159,3 +170,62 @@ func (e *classifiedError) Unwrap() []error { return []error{e.class, e.err} }
 func withClass(class, err error) error { return &classifiedError{class: class, err: err} }
 
 func callerCancelled(ctx context.Context) bool { return ctx.Err() != nil }
+
+// DenialKind is why Forgejo refused a call with 403.
+type DenialKind string
+
+// Kinds of denial, each from one of Forgejo v15.0.3's route guards (routers/api/v1/api.go).
+const (
+	// DenialTokenScope: tokenRequiresScopes, "token does not have at least one of required
+	// scope(s): [write:repository]". GET needs read:<category>, POST and DELETE write:<category>.
+	DenialTokenScope DenialKind = "TokenScopeMissing"
+	// DenialRepositoryOwner: reqOwner, "user should be the owner of the repo".
+	DenialRepositoryOwner DenialKind = "NotRepositoryOwner"
+	// DenialOrganizationOwner: reqOrgOwnership, "Must be an organization owner".
+	DenialOrganizationOwner DenialKind = "NotOrganizationOwner"
+	// DenialSiteAdmin: reqSiteAdmin, "user should be the site admin".
+	DenialSiteAdmin DenialKind = "NotSiteAdmin"
+	// DenialPublicOnly: checkTokenPublicOnly, "token scope is limited to public repos" (orgs,
+	// users): a public-only token and a private repository, organization or user.
+	DenialPublicOnly DenialKind = "TokenPublicOnly"
+	// DenialOther: any other 403.
+	DenialOther DenialKind = "Forbidden"
+)
+
+// Denial is a 403 read: what Forgejo refused and why.
+type Denial struct {
+	Kind DenialKind
+	// Scopes are the token scopes Forgejo named as required, e.g. ["write:repository"].
+	Scopes []string
+	// Message is Forgejo's message, redacted and capped.
+	Message string
+	// Endpoint is the call that was refused, e.g. "POST /runners".
+	Endpoint string
+}
+
+// tokenScopePattern finds the scopes in tokenRequiresScopes' message, e.g. "[write:repository]".
+var tokenScopePattern = regexp.MustCompile(`\b(?:read|write):(?:activitypub|admin|issue|misc|notification|organization|package|repository|user)\b`)
+
+// Deny reads why Forgejo answered 403 from its message; false when err holds no 403.
+func Deny(err error) (Denial, bool) {
+	var apiErr *APIError
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusForbidden {
+		return Denial{}, false
+	}
+	d := Denial{Kind: DenialOther, Message: apiErr.Message, Endpoint: apiErr.Endpoint}
+	msg := strings.ToLower(apiErr.Message)
+	switch {
+	case strings.Contains(msg, "required scope"):
+		d.Kind = DenialTokenScope
+		d.Scopes = tokenScopePattern.FindAllString(apiErr.Message, -1)
+	case strings.Contains(msg, "token scope is limited to public"):
+		d.Kind = DenialPublicOnly
+	case strings.Contains(msg, "should be the owner of the repo"):
+		d.Kind = DenialRepositoryOwner
+	case strings.Contains(msg, "must be an organization owner"):
+		d.Kind = DenialOrganizationOwner
+	case strings.Contains(msg, "should be the site admin"):
+		d.Kind = DenialSiteAdmin
+	}
+	return d, true
+}
