@@ -36,7 +36,10 @@ func run() error {
 	version := flag.String("version", forgejosim.DefaultVersion, "Forgejo version to report and behave as (e.g. 11.0.0 has no registration API)")
 	publicURL := flag.String("public-url", "", "root URL used in links and payloads (default: the listen URL)")
 	seed := flag.Uint64("seed", 0, "non-zero: reproducible ids, tokens and handles")
-	hookAttempts := flag.Int("webhook-attempts", 3, "delivery attempts per webhook event")
+	hookAttempts := flag.Int("webhook-attempts", 1, "delivery attempts per webhook event (Forgejo never retries: 1)")
+	jobEvents := flag.Bool("job-events", false, "behave as a newer server (Gitea 1.24+, a later Forgejo) that also sends workflow_job_* webhooks; Forgejo 15 never sends them")
+	raceProbability := flag.Float64("delivery-race", 0, "probability (0..1) that a run's push delivery is sent before its jobs are listed (seeded by --seed)")
+	raceDelay := flag.Duration("delivery-race-delay", 200*time.Millisecond, "how long a raced run's jobs stay unlisted")
 	verbose := flag.Bool("v", false, "log deliveries and injected faults")
 	flag.Parse()
 
@@ -54,6 +57,13 @@ func run() error {
 		PublicURL:          *publicURL,
 		Seed:               *seed,
 		WebhookMaxAttempts: *hookAttempts,
+		JobEvents:          *jobEvents,
+
+		DeliveryRaceProbability: *raceProbability,
+		DeliveryRaceDelay:       *raceDelay,
+	}
+	if *raceProbability < 0 || *raceProbability > 1 {
+		return fmt.Errorf("--delivery-race %v: want a probability within 0..1", *raceProbability)
 	}
 	if *verbose {
 		opts.Logf = log.Printf

@@ -1,6 +1,7 @@
 package forgejosim
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Endpoint names of the REST API, used to aim injected faults (see Fault).
@@ -51,8 +53,24 @@ type APIRunner struct {
 	Ephemeral   bool     `json:"ephemeral"`
 }
 
-// APIJob is a job attempt as the jobs API and webhook payloads show it (Forgejo's
-// modules/structs/action.go ActionRunJob).
+// ActionRunJob is a job attempt as Forgejo 15.0.3's jobs list shows it
+// (modules/structs/action.go ActionRunJob): exactly these fields, no run id and no URL.
+type ActionRunJob struct {
+	ID      int64    `json:"id"`
+	Attempt int64    `json:"attempt"`
+	Handle  string   `json:"handle"`
+	RepoID  int64    `json:"repo_id"`
+	OwnerID int64    `json:"owner_id"`
+	Name    string   `json:"name"`
+	Needs   []string `json:"needs"`
+	RunsOn  []string `json:"runs_on"`
+	TaskID  int64    `json:"task_id"`
+	Status  string   `json:"status"`
+}
+
+// APIJob is a job attempt as a newer server's workflow_job payloads show it (sent only with
+// Options.JobEvents): Forgejo 15's ActionRunJob plus run_id and html_url, which Forgejo 15.0.3
+// does not have.
 type APIJob struct {
 	ID      int64    `json:"id"`
 	RunID   int64    `json:"run_id"`
@@ -89,20 +107,39 @@ type apiResponse struct {
 	header http.Header
 }
 
+// apiNotFound is the body of Forgejo's ctx.NotFound (services/context/api.go APINotFound), which
+// unlike APIError carries an errors list.
+type apiNotFound struct {
+	Message string   `json:"message"`
+	URL     string   `json:"url"`
+	Errors  []string `json:"errors"`
+}
+
+// errorResponse is Forgejo's ctx.Error: {"message", "url"}.
 func errorResponse(status int, format string, args ...any) apiResponse {
 	return apiResponse{status: status, body: APIError{Message: fmt.Sprintf(format, args...)}}
 }
 
+// notFound is Forgejo's ctx.NotFound(): the locale's "not_found" message and no errors.
 func notFound() apiResponse {
-	return errorResponse(http.StatusNotFound, "The target couldn't be found.")
+	return notFoundWith("The target couldn't be found.")
+}
+
+// notFoundWith is ctx.NotFound(title, err...): the title becomes the message.
+func notFoundWith(message string, errs ...string) apiResponse {
+	return apiResponse{status: http.StatusNotFound, body: apiNotFound{Message: message, Errors: append([]string{}, errs...)}}
 }
 
 func (s *Server) writeAPI(w http.ResponseWriter, r *http.Request, resp apiResponse) {
 	for k, vs := range resp.header {
 		w.Header()[k] = vs
 	}
-	if e, ok := resp.body.(APIError); ok {
-		e.URL = s.publicURL(r) + "/api/swagger"
+	switch e := resp.body.(type) {
+	case APIError:
+		e.URL = s.swaggerURL(r)
+		resp.body = e
+	case apiNotFound:
+		e.URL = s.swaggerURL(r)
 		resp.body = e
 	}
 	if resp.body == nil {
@@ -111,6 +148,9 @@ func (s *Server) writeAPI(w http.ResponseWriter, r *http.Request, resp apiRespon
 	}
 	writeJSON(w, resp.status, resp.body)
 }
+
+// swaggerURL is setting.API.SwaggerURL, the url of every error body.
+func (s *Server) swaggerURL(r *http.Request) string { return s.publicURL(r) + "/api/swagger" }
 
 func writeJSON(w http.ResponseWriter, status int, body any) {
 	data, err := json.Marshal(body)
@@ -123,50 +163,85 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 	_, _ = w.Write(append(data, '\n'))
 }
 
-// resolver maps a request and the caller's token scope to the target of a runner route; false
-// means the caller may not see it (or it does not exist), which Forgejo 15 answers with 404.
-// It runs with s.mu held.
-type resolver func(r *http.Request, sc Scope) (target, bool)
-
-type scopeRoute struct {
-	prefix  string
-	resolve resolver
+// caller is who calls a runner route: the token's scope, if a token was given.
+type caller struct {
+	sc       Scope
+	hasToken bool
 }
 
+// resolver maps a request and its caller to the target of a runner route, or to the answer
+// Forgejo's middlewares give instead (404 when the target may not be seen, 401 without a token,
+// 403 without the needed role). It runs with s.mu held.
+type resolver func(r *http.Request, c caller) (target, apiResponse, bool)
+
+type scopeRoute struct {
+	prefix   string
+	category string // the token scope category the route's group requires
+	resolve  resolver
+}
+
+var errTokenRequired = errorResponse(http.StatusUnauthorized, "token is required")
+
+// scopeRoutes follow the middlewares of routers/api/v1/api.go, in their order: the group's
+// tokenRequiresScopes, the owner or repository lookup, reqToken, then the role check
+// (reqSiteAdmin, reqOrgOwnership, reqOwner).
 func (s *Server) scopeRoutes() []scopeRoute {
 	return []scopeRoute{
-		{"/api/v1/admin/actions/runners", func(_ *http.Request, sc Scope) (target, bool) {
-			return target{}, sc.Kind == ScopeInstance
-		}},
-		{"/api/v1/orgs/{org}/actions/runners", func(r *http.Request, sc Scope) (target, bool) {
-			o := s.findOwnerLocked(r.PathValue("org"))
-			if o == nil || o.kind != ownerOrganization || !s.scopeSeesOwnerLocked(sc, o) {
-				return target{}, false
+		{"/api/v1/admin/actions/runners", categoryAdmin, func(_ *http.Request, c caller) (target, apiResponse, bool) {
+			switch {
+			case !c.hasToken:
+				return target{}, errTokenRequired, false
+			case !c.sc.siteAdmin():
+				return target{}, errorResponse(http.StatusForbidden, "user should be the site admin"), false
 			}
-			return target{ownerID: o.id}, true
+			return target{}, apiResponse{}, true
 		}},
-		{"/api/v1/repos/{owner}/{repo}/actions/runners", func(r *http.Request, sc Scope) (target, bool) {
-			repo := s.findRepoLocked(r.PathValue("owner"), r.PathValue("repo"))
-			if repo == nil || !s.scopeSeesRepoLocked(sc, repo) {
-				return target{}, false
+		{"/api/v1/orgs/{org}/actions/runners", categoryOrganization, func(r *http.Request, c caller) (target, apiResponse, bool) {
+			name := r.PathValue("org")
+			o := s.findOwnerLocked(name)
+			switch {
+			case o == nil || o.kind != ownerOrganization:
+				return target{}, notFoundWith("GetOrgByName", fmt.Sprintf("org does not exist [id: 0, name: %s]", name)), false
+			case !c.hasToken:
+				return target{}, errTokenRequired, false
+			case !c.sc.ownsOrg(o):
+				return target{}, errorResponse(http.StatusForbidden, "Must be an organization owner"), false
 			}
-			return target{repoID: repo.id, repo: repo}, true
+			return target{ownerID: o.id}, apiResponse{}, true
 		}},
-		{"/api/v1/user/actions/runners", func(_ *http.Request, sc Scope) (target, bool) {
-			var name string
-			switch sc.Kind {
-			case ScopeInstance:
-				name = AdminUserName
-			case ScopeUser:
-				name = sc.Owner
-			default:
-				return target{}, false
+		{"/api/v1/repos/{owner}/{repo}/actions/runners", categoryRepository, func(r *http.Request, c caller) (target, apiResponse, bool) {
+			ownerName := r.PathValue("owner")
+			o := s.findOwnerLocked(ownerName)
+			if o == nil {
+				return target{}, notFoundWith("GetUserByName", fmt.Sprintf("user does not exist [uid: 0, name: %s]", ownerName)), false
+			}
+			repo := s.findRepoLocked(ownerName, r.PathValue("repo"))
+			switch {
+			case repo == nil || !c.sc.seesRepo(repo):
+				// Missing, or private and out of the token's reach: the same 404.
+				return target{}, notFound(), false
+			case !c.hasToken:
+				return target{}, errTokenRequired, false
+			case !c.sc.ownsRepo(repo):
+				return target{}, errorResponse(http.StatusForbidden, "user should be the owner of the repo"), false
+			}
+			return target{repoID: repo.id, repo: repo}, apiResponse{}, true
+		}},
+		{"/api/v1/user/actions/runners", categoryUser, func(_ *http.Request, c caller) (target, apiResponse, bool) {
+			if !c.hasToken {
+				return target{}, errTokenRequired, false
+			}
+			// The routes act on the token's user; every token of this model that passes the
+			// user scope check belongs to an instance administrator or a user.
+			name := AdminUserName
+			if c.sc.Kind == ScopeUser {
+				name = c.sc.Owner
 			}
 			o := s.findOwnerLocked(name)
 			if o == nil || o.kind != ownerUser {
-				return target{}, false
+				return target{}, notFound(), false
 			}
-			return target{ownerID: o.id}, true
+			return target{ownerID: o.id}, apiResponse{}, true
 		}},
 	}
 }
@@ -179,37 +254,48 @@ func (s *Server) routeAPI() {
 		writeJSON(w, http.StatusOK, map[string]string{"version": v})
 	})))
 	for _, sr := range s.scopeRoutes() {
-		s.mux.Handle("POST "+sr.prefix, s.api(EndpointRegisterRunner, sr.resolve, s.registerRunner))
-		s.mux.Handle("GET "+sr.prefix, s.api(EndpointListRunners, sr.resolve, s.listRunners))
-		s.mux.Handle("GET "+sr.prefix+"/{id}", s.api(EndpointGetRunner, sr.resolve, s.getRunner))
-		s.mux.Handle("DELETE "+sr.prefix+"/{id}", s.api(EndpointDeleteRunner, sr.resolve, s.deleteRunner))
-		s.mux.Handle("GET "+sr.prefix+"/jobs", s.api(EndpointListJobs, sr.resolve, s.listJobs))
-		s.mux.Handle("GET "+sr.prefix+"/registration-token", s.api(EndpointRegistrationToken, sr.resolve, s.registrationToken))
-		s.mux.Handle("POST "+sr.prefix+"/registration-token", s.api(EndpointRegistrationToken, sr.resolve, s.registrationToken))
+		s.mux.Handle("POST "+sr.prefix, s.api(EndpointRegisterRunner, sr, s.registerRunner))
+		s.mux.Handle("GET "+sr.prefix, s.api(EndpointListRunners, sr, s.listRunners))
+		s.mux.Handle("GET "+sr.prefix+"/{id}", s.api(EndpointGetRunner, sr, s.getRunner))
+		s.mux.Handle("DELETE "+sr.prefix+"/{id}", s.api(EndpointDeleteRunner, sr, s.deleteRunner))
+		s.mux.Handle("GET "+sr.prefix+"/jobs", s.api(EndpointListJobs, sr, s.listJobs))
+		// Deprecated; Forgejo 15 serves it with GET only.
+		s.mux.Handle("GET "+sr.prefix+"/registration-token", s.api(EndpointRegistrationToken, sr, s.registrationToken))
 	}
 	// Deprecated, still served by Forgejo 15 and polled by KEDA's forgejo-runner scaler.
-	s.mux.Handle("GET /api/v1/admin/runners/jobs", s.api(EndpointListJobs, s.scopeRoutes()[0].resolve, s.listJobs))
+	admin := s.scopeRoutes()[0]
+	s.mux.Handle("GET /api/v1/admin/runners/jobs", s.api(EndpointListJobs, admin, s.listJobs))
+	s.mux.Handle("GET /api/v1/admin/runners/registration-token", s.api(EndpointRegistrationToken, admin, s.registrationToken))
 	s.mux.Handle("/api/v1/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.writeAPI(w, r, notFound())
 	}))
 }
 
-// api wraps a runner route: fault injection, then authentication (401), then scope (404).
-func (s *Server) api(endpoint string, resolve resolver, h func(*http.Request, target) apiResponse) http.Handler {
+// api wraps a runner route: fault injection, then an unknown token (401), then the route group's
+// token scope (403), then the route's own checks (see scopeRoutes).
+func (s *Server) api(endpoint string, sr scopeRoute, h func(*http.Request, target) apiResponse) http.Handler {
 	return s.withFaults(endpoint, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token := requestToken(r)
-		if token == "" {
-			s.writeAPI(w, r, errorResponse(http.StatusUnauthorized, "token is required"))
-			return
+		level := "read"
+		if r.Method != http.MethodGet {
+			level = "write"
 		}
 		s.mu.Lock()
+		s.revealLocked()
 		var resp apiResponse
-		if sc, ok := s.tokens[hashToken(token)]; !ok {
+		sc, known := s.tokens[hashToken(token)]
+		c := caller{sc: sc, hasToken: token != ""}
+		switch {
+		case c.hasToken && !known:
 			resp = errorResponse(http.StatusUnauthorized, "invalid username, password or token")
-		} else if t, ok := resolve(r, sc); !ok {
-			resp = notFound()
-		} else {
-			resp = h(r, t)
+		case c.hasToken && !sc.hasTokenScope(level, sr.category):
+			resp = errorResponse(http.StatusForbidden, "token does not have at least one of required scope(s): [%s:%s]", level, sr.category)
+		default:
+			if t, deny, ok := sr.resolve(r, c); ok {
+				resp = h(r, t)
+			} else {
+				resp = deny
+			}
 		}
 		s.mu.Unlock()
 		s.writeAPI(w, r, resp)
@@ -249,24 +335,30 @@ func (s *Server) registerRunner(r *http.Request, t target) apiResponse {
 	return apiResponse{status: http.StatusCreated, body: RegisterRunnerResponse{ID: rn.id, UUID: rn.uuid, Token: token}}
 }
 
-// runnerVisibleLocked follows Forgejo's FindRunnerOptions: without withInherited, a route sees
-// the runners registered exactly at its level (the instance route sees all); with it (the
-// "visible" list flag, and always for GET/DELETE by id), a repository also sees its owner's and
-// the instance's runners, and an owner the instance's.
-func (s *Server) runnerVisibleLocked(rn *runner, t target, withInherited bool) bool {
+// runnerListedLocked is FindRunnerOptions.ToConds (models/actions/runner.go): without visible, a
+// route lists the runners registered exactly at its level, the instance route only instance
+// runners; with visible=true a repository also lists its owner's and the instance's runners, an
+// owner the instance's, and the instance route every runner.
+func runnerListedLocked(rn *runner, t target, visible bool) bool {
 	switch {
-	case t.ownerID == 0 && t.repoID == 0:
-		return true
 	case rn.ownerID == t.ownerID && rn.repoID == t.repoID:
 		return true
-	case !withInherited:
+	case !visible:
 		return false
+	case t.ownerID == 0 && t.repoID == 0:
+		return true
 	case rn.ownerID == 0 && rn.repoID == 0:
 		return true
-	case t.repo != nil && rn.repoID == 0 && rn.ownerID == t.repo.owner.id:
+	case t.repo != nil && rn.ownerID == t.repo.owner.id:
 		return true
 	}
 	return false
+}
+
+// runnerVisibleLocked is GetVisibleRunnerByID, used by GET and DELETE by id: the instance route
+// sees every runner, the others what visible=true lists.
+func runnerVisibleLocked(rn *runner, t target) bool {
+	return t.ownerID == 0 && t.repoID == 0 || runnerListedLocked(rn, t, true)
 }
 
 func (s *Server) apiRunnerLocked(rn *runner) APIRunner {
@@ -281,42 +373,53 @@ func (s *Server) apiRunnerLocked(rn *runner) APIRunner {
 	}
 }
 
-// listRunners serves GET {prefix}. Forgejo 15 can search runners by UUID; the Forgejo trees
-// readable here (routers/api/v1/shared/runners.go ListRunners, a pre-15 snapshot) only show
-// page/limit and "visible", so the parameter name "uuid" is this simulator's choice, unverified.
-// It is an exact match.
+// listRunners serves GET {prefix} as routers/api/v1/shared/runners.go ListRunners: the "visible"
+// flag, offset paging with page and limit (limit capped at 50), ordered by last_online DESC
+// (FindRunnerOptions.ToOrders; Forgejo stores it in whole seconds and leaves ties to the
+// database, here broken by id), X-Total-Count and a Link header. There is no filter by uuid or
+// name.
 func (s *Server) listRunners(r *http.Request, t target) apiResponse {
 	q := r.URL.Query()
 	visible, _ := strconv.ParseBool(q.Get("visible"))
-	uuid := q.Get("uuid")
-	var all []APIRunner
+	var all []*runner
 	for _, id := range sortedKeys(s.runners) {
-		rn := s.runners[id]
-		if !s.runnerVisibleLocked(rn, t, visible) || (uuid != "" && rn.uuid != uuid) {
-			continue
+		if rn := s.runners[id]; runnerListedLocked(rn, t, visible) {
+			all = append(all, rn)
 		}
-		all = append(all, s.apiRunnerLocked(rn))
 	}
+	slices.SortStableFunc(all, func(a, b *runner) int {
+		return cmp.Compare(unixSeconds(b.lastOnline), unixSeconds(a.lastOnline))
+	})
 	page, limit := listOptions(q)
 	header := http.Header{}
-	setPaginationHeaders(header, s.publicURL(r), r.URL, len(all), limit, q.Get("page"))
+	header.Set("X-Total-Count", strconv.Itoa(len(all)))
+	if links := paginationLinks(s.publicURL(r), r.URL, len(all), limit, q.Get("page")); len(links) > 0 {
+		header.Set("Link", strings.Join(links, ","))
+	}
 	start := min((page-1)*limit, len(all))
 	end := min(start+limit, len(all))
-	pageItems := all[start:end]
-	if pageItems == nil {
-		pageItems = []APIRunner{}
+	items := make([]APIRunner, 0, end-start)
+	for _, rn := range all[start:end] {
+		items = append(items, s.apiRunnerLocked(rn))
 	}
-	return apiResponse{status: http.StatusOK, body: pageItems, header: header}
+	return apiResponse{status: http.StatusOK, body: items, header: header}
 }
 
-func (s *Server) runnerFromPathLocked(r *http.Request, t target) (*runner, apiResponse, bool) {
-	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
-	if err != nil {
-		return nil, errorResponse(http.StatusUnprocessableEntity, "invalid runner id %q", r.PathValue("id")), false
+// unixSeconds is a timeutil.TimeStamp: whole seconds, 0 for never.
+func unixSeconds(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
 	}
+	return t.Unix()
+}
+
+// runnerFromPathLocked reads {runner_id} as ctx.ParamsInt64 does (not a number reads as 0, which
+// no runner has) and finds it with GetVisibleRunnerByID.
+func (s *Server) runnerFromPathLocked(r *http.Request, t target) (*runner, apiResponse, bool) {
+	id, _ := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	rn, ok := s.runners[id]
-	if !ok || !s.runnerVisibleLocked(rn, t, true) {
-		return nil, notFound(), false
+	if !ok || !runnerVisibleLocked(rn, t) {
+		return nil, errorResponse(http.StatusNotFound, "runner with ID %d: resource does not exist", id), false
 	}
 	return rn, apiResponse{}, true
 }
@@ -330,8 +433,8 @@ func (s *Server) getRunner(r *http.Request, t target) apiResponse {
 }
 
 // deleteRunner: a runner the route can see but not edit (inherited from the owner or the
-// instance) is 404 too, "No permission to delete this runner" (routers/api/v1/shared/runners.go).
-// Nothing protects a runner in the middle of a job, as in Forgejo.
+// instance) is 404 too, "No permission to delete this runner" (routers/api/v1/shared/runners.go,
+// ActionRunner.Editable). Nothing protects a runner in the middle of a job, as in Forgejo.
 func (s *Server) deleteRunner(r *http.Request, t target) apiResponse {
 	rn, resp, ok := s.runnerFromPathLocked(r, t)
 	if !ok {
@@ -349,21 +452,24 @@ func (s *Server) deleteRunnerLocked(rn *runner) {
 	delete(s.runnerByUUID, rn.uuid)
 }
 
-// listJobs serves GET {prefix}/jobs. As in Forgejo's GetActionRunJobs: waiting and running jobs of
-// the route's scope, no pagination; "labels=a,b" keeps the jobs whose runs-on labels are all among
-// a and b, and "labels=" (empty) keeps the jobs with no runs-on. With no job the body is JSON null
-// (Forgejo encodes a nil slice), which clients must accept.
+// listJobs serves GET {prefix}/jobs as routers/api/v1/shared/runners.go GetActionRunJobs: the
+// waiting and running jobs of the route's scope (owner_id or repo_id), newest first
+// (FindTaskOptions.ToOrders "id DESC"), not paginated. "labels=a,b" keeps the jobs whose runs-on
+// labels are all among a and b, "labels=" (empty) the jobs with no runs-on. With no job the body
+// is JSON null (a nil slice), which clients must accept. Jobs held by a concurrency group are
+// listed waiting; blocked jobs are not listed.
 func (s *Server) listJobs(r *http.Request, t target) apiResponse {
-	q := r.URL.Query()
-	_, filter := q["labels"]
+	_, filter := r.URL.Query()["labels"]
 	var labels []string
 	if filter {
-		labels = strings.Split(strings.TrimSpace(q.Get("labels")), ",")
+		labels = strings.Split(strings.TrimSpace(r.URL.Query().Get("labels")), ",")
 	}
-	var res []APIJob
-	for _, id := range sortedKeys(s.jobs) {
+	var res []ActionRunJob
+	keys := sortedKeys(s.jobs)
+	slices.Reverse(keys)
+	for _, id := range keys {
 		j := s.jobs[id]
-		if j.status != JobWaiting && j.status != JobRunning {
+		if j.status != JobWaiting && j.status != JobRunning || !j.listed() {
 			continue
 		}
 		if t.repoID != 0 && j.repo.id != t.repoID || t.ownerID != 0 && j.repo.owner.id != t.ownerID {
@@ -372,7 +478,10 @@ func (s *Server) listJobs(r *http.Request, t target) apiResponse {
 		if filter && !jobMatchesLabelFilter(j.runsOn, labels) {
 			continue
 		}
-		res = append(res, s.apiJobLocked(j))
+		res = append(res, ActionRunJob{
+			ID: j.id, Attempt: j.attempt, Handle: j.handle, RepoID: j.repo.id, OwnerID: j.repo.owner.id,
+			Name: j.name, Needs: nonNil(j.needs), RunsOn: nonNil(j.runsOn), TaskID: j.taskID, Status: string(j.status),
+		})
 	}
 	return apiResponse{status: http.StatusOK, body: res}
 }
@@ -395,24 +504,22 @@ func jobMatchesLabelFilter(runsOn, labels []string) bool {
 func (s *Server) apiJobLocked(j *job) APIJob {
 	base := s.baseURLLocked()
 	return APIJob{
-		ID: j.id, RunID: j.runID, Attempt: j.attempt, Handle: j.handle, RepoID: j.repo.id,
+		ID: j.id, RunID: j.runID(), Attempt: j.attempt, Handle: j.handle, RepoID: j.repo.id,
 		OwnerID: j.repo.owner.id, Name: j.name,
-		HTMLURL: fmt.Sprintf("%s/%s/actions/runs/%d/jobs/0/attempt/%d", base, j.repo.fullName(), j.runID, j.attempt),
+		HTMLURL: fmt.Sprintf("%s/%s/actions/runs/%d/jobs/0/attempt/%d", base, j.repo.fullName(), j.run.index, j.attempt),
 		Needs:   nonNil(j.needs), RunsOn: nonNil(j.runsOn), TaskID: j.taskID, Status: string(j.status),
 	}
 }
 
-func nonNil(s []string) []string {
-	if s == nil {
-		return []string{}
+// registrationToken serves the deprecated registration-token routes with the scope's latest
+// token (shared.GetRegistrationToken); the project must not use them, the simulator answers so
+// that a client that does is visible in tests.
+func (s *Server) registrationToken(_ *http.Request, t target) apiResponse {
+	k := scopeKey{ownerID: t.ownerID, repoID: t.repoID}
+	if s.regTokens[k] == "" {
+		s.regTokens[k] = s.randomHexLocked(20)
 	}
-	return slices.Clone(s)
-}
-
-// registrationToken serves the deprecated registration-token routes; the project must not use
-// them, the simulator answers so that a client that does is visible in tests.
-func (s *Server) registrationToken(_ *http.Request, _ target) apiResponse {
-	return apiResponse{status: http.StatusOK, body: map[string]string{"token": s.randomHexLocked(20)}}
+	return apiResponse{status: http.StatusOK, body: map[string]string{"token": s.regTokens[k]}}
 }
 
 // listOptions reads page and limit like Forgejo's utils.GetListOptions.
@@ -428,30 +535,28 @@ func listOptions(q url.Values) (page, limit int) {
 	return page, min(limit, maxPageSize)
 }
 
-// setPaginationHeaders writes X-Total-Count and a Link header with rel next, last, first and prev
-// in that order, each link being the request URL with only page changed. It mirrors Forgejo's
-// paginator, including its quirk of clamping the current page to the last one, so an empty list
-// gets only rel="first".
-func setPaginationHeaders(h http.Header, base string, u *url.URL, total, limit int, rawPage string) {
-	h.Set("X-Total-Count", strconv.Itoa(total))
-	totalPages := (total + limit - 1) / limit
+// paginationLinks is services/context/api.go genAPILinks over modules/paginator: rel next, last,
+// first and prev in that order, each the request URL with only page changed, the current page
+// clamped to the last one; an empty list (one page) gets no link at all.
+func paginationLinks(base string, u *url.URL, total, limit int, rawPage string) []string {
+	totalPages := 1
+	if total > 0 {
+		totalPages = (total + limit - 1) / limit
+	}
 	cur, _ := strconv.Atoi(rawPage)
-	if cur <= 0 {
-		cur = 1
-	}
-	if cur > totalPages {
-		cur = totalPages
-	}
+	cur = min(max(cur, 1), totalPages)
 	link := func(page int, rel string) string {
 		q := u.Query()
 		q.Set("page", strconv.Itoa(page))
 		return fmt.Sprintf("<%s%s?%s>; rel=%q", base, u.Path, q.Encode(), rel)
 	}
+	hasNext := total > cur*limit
+	isLast := total == 0 || total > (cur-1)*limit && !hasNext
 	var links []string
-	if total > cur*limit {
+	if hasNext {
 		links = append(links, link(cur+1, "next"))
 	}
-	if cur != totalPages {
+	if !isLast {
 		links = append(links, link(totalPages, "last"))
 	}
 	if cur != 1 {
@@ -460,7 +565,5 @@ func setPaginationHeaders(h http.Header, base string, u *url.URL, total, limit i
 	if cur > 1 {
 		links = append(links, link(cur-1, "prev"))
 	}
-	if len(links) > 0 {
-		h.Set("Link", strings.Join(links, ","))
-	}
+	return links
 }

@@ -3,6 +3,7 @@ package forgejosim
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -19,18 +20,30 @@ const (
 	ScopeUser         ScopeKind = "user"
 )
 
-// Scope says what an API token can see. The simplified model:
-//   - instance: everything (a site administrator's write:admin token); its /user routes act on
-//     AdminUserName;
-//   - organization Owner: that organization's runners and jobs, and its repositories';
-//   - user Owner: /api/v1/user/... as that user, and the user's own repositories;
-//   - repository Repo ("owner/name"): that repository only.
+// Scope says who an API token belongs to and what it may do. The simplified model:
+//   - instance: a site administrator's token; its /user routes act on AdminUserName;
+//   - organization Owner: a token of an owner of that organization (with Member, of a member who
+//     does not own it), which also manages the organization's repositories;
+//   - user Owner: a token of that user, who owns the user's repositories;
+//   - repository Repo ("owner/name"): a Forgejo 15 repository-specific token limited to that
+//     repository, of its owner (with Member, of a collaborator who does not own it).
 //
-// Whatever a token cannot see answers 404, as Forgejo 15 does.
+// Repositories are private: a token that does not cover one gets 404, as Forgejo 15 answers for
+// what a token may not see. An organization is never hidden (routers/api/v1/api.go orgAssignment
+// only looks it up), so one the token's user does not own answers 403.
 type Scope struct {
 	Kind  ScopeKind `json:"kind"`
 	Owner string    `json:"owner,omitempty"`
 	Repo  string    `json:"repo,omitempty"`
+	// TokenScopes are the token's Forgejo scopes ("all", "read:admin", "write:organization",
+	// "read:repository", "write:user", …). Empty: write access to what the kind needs (instance:
+	// all; organization: organization and repository; user: user and repository; repository:
+	// repository). A route checks its category, read for GET and write for POST and DELETE, and
+	// answers 403 when the token lacks it (routers/api/v1/api.go tokenRequiresScopes).
+	TokenScopes []string `json:"token_scopes,omitempty"`
+	// Member makes an organization or repository token one of a user who can see the
+	// organization or repository but does not own it: its runner routes answer 403.
+	Member bool `json:"member,omitempty"`
 }
 
 // InstanceScope is the scope of a site administrator token.
@@ -58,6 +71,14 @@ func (sc Scope) String() string {
 
 // validateScopeLocked checks sc and creates the owner or repository it names.
 func (s *Server) validateScopeLocked(sc Scope) error {
+	for _, ts := range sc.TokenScopes {
+		if !validTokenScope(ts) {
+			return fmt.Errorf("unknown token scope %q (want all, or read: or write: followed by admin, organization, repository or user)", ts)
+		}
+	}
+	if sc.Member && sc.Kind != ScopeOrganization && sc.Kind != ScopeRepository {
+		return fmt.Errorf("member applies to organization and repository scopes only")
+	}
 	switch sc.Kind {
 	case ScopeInstance:
 		return nil
@@ -136,19 +157,63 @@ type target struct {
 	repo    *repository // set for repository routes
 }
 
-// scopeSeesOwnerLocked reports whether a token with sc may manage owner o's runners.
-func (s *Server) scopeSeesOwnerLocked(sc Scope, o *owner) bool {
-	switch sc.Kind {
-	case ScopeInstance:
+// Token scope categories of the runner routes (models/auth/access_token_scope.go).
+const (
+	categoryAdmin        = "admin"
+	categoryOrganization = "organization"
+	categoryRepository   = "repository"
+	categoryUser         = "user"
+)
+
+var tokenScopeCategories = []string{categoryAdmin, categoryOrganization, categoryRepository, categoryUser}
+
+func validTokenScope(ts string) bool {
+	if ts == "all" {
 		return true
-	case ScopeOrganization, ScopeUser:
-		return strings.EqualFold(sc.Owner, o.name)
+	}
+	level, category, ok := strings.Cut(ts, ":")
+	return ok && (level == "read" || level == "write") && slices.Contains(tokenScopeCategories, category)
+}
+
+// tokenScopes are the token's effective scopes: Scope.TokenScopes, or the default of its kind.
+func (sc Scope) tokenScopes() []string {
+	if len(sc.TokenScopes) > 0 {
+		return sc.TokenScopes
+	}
+	switch sc.Kind {
+	case ScopeOrganization:
+		return []string{"write:organization", "write:repository"}
+	case ScopeUser:
+		return []string{"write:user", "write:repository"}
+	case ScopeRepository:
+		return []string{"write:repository"}
+	default:
+		return []string{"all"}
+	}
+}
+
+// hasTokenScope is AccessTokenScope.HasScope: "all" covers everything and write covers read.
+func (sc Scope) hasTokenScope(level, category string) bool {
+	for _, ts := range sc.tokenScopes() {
+		if ts == "all" || ts == "write:"+category || ts == level+":"+category {
+			return true
+		}
 	}
 	return false
 }
 
-// scopeSeesRepoLocked reports whether a token with sc may manage repository r's runners.
-func (s *Server) scopeSeesRepoLocked(sc Scope, r *repository) bool {
+// siteAdmin reports whether the token's user is a site administrator whose token keeps the
+// admin override (services/context/api.go IsUserSiteAdmin).
+func (sc Scope) siteAdmin() bool { return sc.Kind == ScopeInstance }
+
+// ownsOrg reports whether the token's user owns organization o (reqOrgOwnership).
+func (sc Scope) ownsOrg(o *owner) bool {
+	return sc.siteAdmin() || sc.Kind == ScopeOrganization && !sc.Member && strings.EqualFold(sc.Owner, o.name)
+}
+
+// seesRepo reports whether the token may read repository r at all (repoAssignment: no access is
+// 404).
+func (sc Scope) seesRepo(r *repository) bool {
 	switch sc.Kind {
 	case ScopeInstance:
 		return true
@@ -158,4 +223,10 @@ func (s *Server) scopeSeesRepoLocked(sc Scope, r *repository) bool {
 		return strings.EqualFold(sc.Repo, r.fullName())
 	}
 	return false
+}
+
+// ownsRepo reports whether the token's user is an owner of repository r or a site administrator
+// (reqOwner).
+func (sc Scope) ownsRepo(r *repository) bool {
+	return sc.seesRepo(r) && !sc.Member
 }

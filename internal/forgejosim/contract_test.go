@@ -38,17 +38,17 @@ func TestContract(t *testing.T) {
 		{"GET /version reports Forgejo 15", testVersion},
 		{"POST {prefix} registers a runner in every scope and shows its token once", testRegistrationPerScope},
 		{"a bad or missing token answers 401 with a JSON error", testUnauthorized},
-		{"what a token may not see answers 404, never 403", testScopeRules},
+		{"what a token may not see answers 404, what it may see but not do 403", testScopeRules},
 		{"runner lists are paginated with Link and X-Total-Count", testPagination},
-		{"runners can be searched by UUID, and visible adds inherited runners", testSearchAndVisible},
+		{"there is no uuid filter, and visible adds inherited runners", testSearchAndVisible},
 		{"jobs lists waiting and running jobs with handles, filtered by labels", testJobsListing},
 		{"a runner takes a job only when every runs-on label is among its label names", testLabelMatching},
 		{"FetchSingleTask gives a runner only the job attempt of its handle", testHandleBinding},
 		{"an ephemeral runner is deleted after its final UpdateTask, not before", testEphemeralDeletion},
 		{"cancelling a job ends its task and deletes its ephemeral runner", testCancelEphemeral},
 		{"a repeated x-runner-request-key gets the same task", testRequestKeyIdempotency},
-		{"webhook deliveries carry Forgejo's headers and a valid signature", testWebhookSignature},
-		{"a failing webhook receiver is retried", testWebhookRetry},
+		{"push and action_run deliveries carry Forgejo's headers and a valid signature", testWebhookSignature},
+		{"a failing webhook receiver is retried only when asked to", testWebhookRetry},
 		{"dropped and duplicated webhook faults", testWebhookFaults},
 		{"injected endpoint faults: error rate, status code, latency", testEndpointFaults},
 		{"an older Forgejo has no registration API and no FetchSingleTask", testOldVersion},
@@ -132,31 +132,59 @@ func testUnauthorized(t *testing.T) {
 func testScopeRules(t *testing.T) {
 	e := newEnv(t)
 	mustNoErr(t, e.sim.EnsureRepository("acme/other"), "ensure repo")
-	mustNoErr(t, e.sim.EnsureOrganization("globex"), "ensure org")
+	mustNoErr(t, e.sim.EnsureRepository("globex/site"), "ensure repo")
 	repoTok := e.token(forgejosim.RepositoryScope("acme/app"))
 	orgTok := e.token(forgejosim.OrganizationScope("acme"))
 	orgRunner := e.register(orgPrefix, orgTok, "org-runner", false)
+	memberTok := e.token(forgejosim.Scope{Kind: forgejosim.ScopeOrganization, Owner: "acme", Member: true})
+	collabTok := e.token(forgejosim.Scope{Kind: forgejosim.ScopeRepository, Repo: "acme/app", Member: true})
+	readTok := e.token(forgejosim.Scope{Kind: forgejosim.ScopeOrganization, Owner: "acme", TokenScopes: []string{"read:organization"}})
 
+	// What the token may not see: a private repository out of its reach, a missing repository,
+	// owner or organization, a runner of another scope.
 	for _, c := range []struct {
 		method, path, token string
 	}{
-		{http.MethodGet, adminPrefix, repoTok},
-		{http.MethodPost, adminPrefix, repoTok},
 		{http.MethodGet, "/api/v1/repos/acme/other/actions/runners", repoTok},
 		{http.MethodPost, "/api/v1/repos/acme/other/actions/runners", repoTok},
-		{http.MethodGet, orgPrefix, repoTok},
-		{http.MethodGet, "/api/v1/orgs/globex/actions/runners", orgTok},
-		{http.MethodGet, adminPrefix + "/jobs", orgTok},
+		{http.MethodGet, "/api/v1/repos/globex/site/actions/runners/jobs", orgTok},
 		{http.MethodGet, "/api/v1/repos/acme/missing/actions/runners", adminToken},
+		{http.MethodGet, "/api/v1/repos/nobody/app/actions/runners", adminToken},
+		{http.MethodGet, "/api/v1/orgs/missing/actions/runners", orgTok},
 		// Inherited runners can be read from the repository route but not deleted from it.
 		{http.MethodDelete, repoPrefix + "/" + itoa(orgRunner.ID), repoTok},
 		{http.MethodGet, repoPrefix + "/999", repoTok},
+		{http.MethodGet, repoPrefix + "/not-a-number", repoTok},
 	} {
 		resp, body := e.do(c.method, c.path, c.token, map[string]any{"name": "x"})
 		if resp.StatusCode != http.StatusNotFound {
 			t.Errorf("%s %s: %d %s, want 404", c.method, c.path, resp.StatusCode, body)
 		}
 	}
+	// What it may see but not do: a missing token scope, not a site administrator, not the
+	// organization's or the repository's owner; an existing organization is never hidden.
+	for _, c := range []struct {
+		method, path, token, message string
+	}{
+		{http.MethodGet, adminPrefix, repoTok, "token does not have at least one of required scope(s): [read:admin]"},
+		{http.MethodPost, adminPrefix, orgTok, "token does not have at least one of required scope(s): [write:admin]"},
+		{http.MethodGet, adminPrefix + "/jobs", orgTok, "token does not have at least one of required scope(s): [read:admin]"},
+		{http.MethodGet, adminPrefix, e.token(forgejosim.Scope{Kind: forgejosim.ScopeOrganization, Owner: "acme", TokenScopes: []string{"all"}}), "user should be the site admin"},
+		{http.MethodGet, orgPrefix, repoTok, "token does not have at least one of required scope(s): [read:organization]"},
+		{http.MethodGet, "/api/v1/orgs/globex/actions/runners", orgTok, "Must be an organization owner"},
+		{http.MethodGet, orgPrefix, memberTok, "Must be an organization owner"},
+		{http.MethodGet, repoPrefix, memberTok, "user should be the owner of the repo"},
+		{http.MethodDelete, repoPrefix + "/1", collabTok, "user should be the owner of the repo"},
+		{http.MethodPost, orgPrefix, readTok, "token does not have at least one of required scope(s): [write:organization]"},
+		{http.MethodGet, userPrefix, orgTok, "token does not have at least one of required scope(s): [read:user]"},
+	} {
+		resp, body := e.do(c.method, c.path, c.token, map[string]any{"name": "x"})
+		var apiErr forgejosim.APIError
+		if resp.StatusCode != http.StatusForbidden || json.Unmarshal(body, &apiErr) != nil || apiErr.Message != c.message {
+			t.Errorf("%s %s: %d %s, want 403 %q", c.method, c.path, resp.StatusCode, body, c.message)
+		}
+	}
+	e.expect(http.MethodGet, orgPrefix, readTok, nil, http.StatusOK, nil)
 	e.expect(http.MethodGet, repoPrefix+"/"+itoa(orgRunner.ID), repoTok, nil, http.StatusOK, nil)
 	e.expect(http.MethodGet, "/api/v1/repos/acme/other/actions/runners", orgTok, nil, http.StatusOK, nil)
 	e.expect(http.MethodDelete, orgPrefix+"/"+itoa(orgRunner.ID), orgTok, nil, http.StatusNoContent, nil)
@@ -196,22 +224,44 @@ func testPagination(t *testing.T) {
 func testSearchAndVisible(t *testing.T) {
 	e := newEnv(t)
 	repoTok := e.token(forgejosim.RepositoryScope("acme/app"))
+	orgTok := e.token(forgejosim.OrganizationScope("acme"))
 	global := e.register(adminPrefix, adminToken, "global", false)
+	orgRunner := e.register(orgPrefix, orgTok, "org", false)
 	repoRunner := e.register(repoPrefix, repoTok, "repo", false)
 
-	var list []forgejosim.APIRunner
-	e.expect(http.MethodGet, adminPrefix+"?uuid="+repoRunner.UUID, adminToken, nil, http.StatusOK, &list)
-	if len(list) != 1 || list[0].ID != repoRunner.ID {
-		t.Fatalf("search by uuid: %+v", list)
+	ids := func(list []forgejosim.APIRunner) []int64 {
+		var out []int64
+		for _, r := range list {
+			out = append(out, r.ID)
+		}
+		slices.Sort(out)
+		return out
 	}
-	e.expect(http.MethodGet, repoPrefix, repoTok, nil, http.StatusOK, &list)
-	if len(list) != 1 || list[0].ID != repoRunner.ID {
-		t.Fatalf("repository list: %+v", list)
+	var list []forgejosim.APIRunner
+	// Forgejo 15.0.3 has no uuid filter: the parameter is ignored.
+	e.expect(http.MethodGet, repoPrefix+"?uuid="+global.UUID, repoTok, nil, http.StatusOK, &list)
+	if got := ids(list); !slices.Equal(got, []int64{repoRunner.ID}) {
+		t.Fatalf("repository list with uuid=: %v", got)
 	}
 	e.expect(http.MethodGet, repoPrefix+"?visible=true", repoTok, nil, http.StatusOK, &list)
-	if len(list) != 2 || list[0].ID != global.ID {
-		t.Fatalf("visible list: %+v", list)
+	if got := ids(list); !slices.Equal(got, []int64{global.ID, orgRunner.ID, repoRunner.ID}) {
+		t.Fatalf("visible repository list: %v", got)
 	}
+	e.expect(http.MethodGet, orgPrefix+"?visible=true", orgTok, nil, http.StatusOK, &list)
+	if got := ids(list); !slices.Equal(got, []int64{global.ID, orgRunner.ID}) {
+		t.Fatalf("visible organization list: %v", got)
+	}
+	// The admin list shows instance runners only, unless visible=true.
+	e.expect(http.MethodGet, adminPrefix, adminToken, nil, http.StatusOK, &list)
+	if got := ids(list); !slices.Equal(got, []int64{global.ID}) {
+		t.Fatalf("admin list: %v", got)
+	}
+	e.expect(http.MethodGet, adminPrefix+"?visible=true", adminToken, nil, http.StatusOK, &list)
+	if got := ids(list); !slices.Equal(got, []int64{global.ID, orgRunner.ID, repoRunner.ID}) {
+		t.Fatalf("visible admin list: %v", got)
+	}
+	// By id, the admin routes see every runner.
+	e.expect(http.MethodGet, adminPrefix+"/"+itoa(repoRunner.ID), adminToken, nil, http.StatusOK, nil)
 }
 
 func testJobsListing(t *testing.T) {
@@ -300,15 +350,17 @@ func testHandleBinding(t *testing.T) {
 	if j, _ := e.sim.Job(jobs[1].ID); j.TaskID != task.GetId() {
 		t.Fatalf("task %d is not job %d's", task.GetId(), jobs[1].ID)
 	}
-	// The runner stays bound: plain fetches do not hand it the other waiting job.
+	// An ephemeral runner gets no second task.
 	if task, err := bound.fetch(); err != nil || task != nil {
 		t.Fatalf("bound runner fetched %v, %v", task, err)
 	}
 	if j, _ := e.sim.Job(jobs[0].ID); j.Status != forgejosim.JobWaiting {
 		t.Fatalf("other job: %+v", j)
 	}
-	if _, err := bound.fetchSingle(""); connect.CodeOf(err) != connect.CodeInvalidArgument {
-		t.Fatalf("empty handle: %v", err)
+	// An empty handle is no handle: any job the runner can take (Forgejo's nil handle).
+	anyJob := e.runner(e.register(adminPrefix, adminToken, "any", true), "docker")
+	if task, err := anyJob.fetchSingle(""); err != nil || task == nil {
+		t.Fatalf("empty handle: %v, %v", task, err)
 	}
 }
 
@@ -449,7 +501,7 @@ func testWebhookSignature(t *testing.T) {
 	_, err := e.sim.AddHook(forgejosim.HookConfig{URL: url, Secret: secret, Scope: forgejosim.OrganizationScope("acme")})
 	mustNoErr(t, err, "add hook")
 	_, err = e.sim.AddHook(forgejosim.HookConfig{URL: url, Secret: secret, Scope: forgejosim.RepositoryScope("acme/app"),
-		Events: []string{forgejosim.EventWorkflowJobSuccess}})
+		Events: []string{forgejosim.EventActionRunSuccess}})
 	mustNoErr(t, err, "add hook")
 
 	jobs := e.queue("acme/app", 1, "docker")
@@ -459,42 +511,90 @@ func testWebhookSignature(t *testing.T) {
 	_, err = r.finish(task.GetId(), runnerv1.Result_RESULT_SUCCESS)
 	mustNoErr(t, err, "finish")
 
-	// Organization hook: waiting, running, success; repository hook: success only.
-	eventually(t, "4 deliveries", func() bool { return len(rc.deliveries()) == 4 })
+	// Organization hook: push, then action_run_success; repository hook: action_run_success only.
+	eventually(t, "3 deliveries", func() bool { return len(rc.deliveries()) == 3 })
 	var events []string
 	for _, d := range rc.deliveries() {
 		mac := hmac.New(sha256.New, []byte(secret))
 		mac.Write(d.body)
 		want := hex.EncodeToString(mac.Sum(nil))
-		for _, h := range []string{"X-Forgejo-Signature", "X-Gitea-Signature"} {
+		for _, h := range []string{"X-Forgejo-Signature", "X-Gitea-Signature", "X-Gogs-Signature"} {
 			if d.header.Get(h) != want {
 				t.Fatalf("%s %q, want HMAC %q", h, d.header.Get(h), want)
 			}
 		}
-		ev := d.header.Get("X-Forgejo-Event")
-		if d.header.Get("X-Forgejo-Event-Type") != ev || d.header.Get("X-Gitea-Event") != ev || d.header.Get("X-Forgejo-Delivery") == "" {
+		if d.header.Get("X-Hub-Signature-256") != "sha256="+want || !strings.HasPrefix(d.header.Get("X-Hub-Signature"), "sha1=") {
+			t.Fatalf("hub signatures %v", d.header)
+		}
+		ev := d.header.Get("X-Forgejo-Event-Type")
+		if d.header.Get("X-Forgejo-Event") != ev || d.header.Get("X-Gitea-Event-Type") != ev || d.header.Get("X-GitHub-Event") == "" ||
+			d.header.Get("X-Forgejo-Delivery") == "" || d.header.Get("X-Forgejo-Delivery") != d.header.Get("X-GitHub-Delivery") {
 			t.Fatalf("headers %v", d.header)
 		}
-		var p forgejosim.WorkflowJobPayload
-		mustNoErr(t, json.Unmarshal(d.body, &p), "decode payload")
-		if p.Job == nil || p.Job.ID != jobs[0].ID || p.Job.Handle != jobs[0].Handle || p.Repository == nil ||
-			p.Repository.FullName != "acme/app" || p.Run == nil || "workflow_job_"+p.Job.Status != ev {
-			t.Fatalf("payload %s", d.body)
+		if !strings.HasPrefix(string(d.body), "{\n  \"") {
+			t.Fatalf("body is not indented as json.MarshalIndent does: %.40q", d.body)
 		}
-		events = append(events, ev+"/"+p.Action)
+		var p struct {
+			Ref    string `json:"ref"`
+			After  string `json:"after"`
+			Action string `json:"action"`
+			Repo   *struct {
+				ID       int64  `json:"id"`
+				FullName string `json:"full_name"`
+				Owner    struct {
+					Login string `json:"login"`
+				} `json:"owner"`
+			} `json:"repository"`
+			Run *struct {
+				ID     int64  `json:"id"`
+				Status string `json:"status"`
+				Repo   struct {
+					FullName string `json:"full_name"`
+				} `json:"repository"`
+			} `json:"run"`
+			PriorStatus string `json:"prior_status"`
+		}
+		mustNoErr(t, json.Unmarshal(d.body, &p), "decode payload")
+		switch ev {
+		case forgejosim.EventPush:
+			if p.Ref != "refs/heads/main" || len(p.After) != 40 || p.Repo == nil || p.Repo.ID != jobs[0].RepoID ||
+				p.Repo.FullName != "acme/app" || p.Repo.Owner.Login != "acme" {
+				t.Fatalf("push payload %s", d.body)
+			}
+		case forgejosim.EventActionRunSuccess:
+			if p.Action != "success" || p.Run == nil || p.Run.ID != jobs[0].RunID || p.Run.Status != "success" ||
+				p.Run.Repo.FullName != "acme/app" || p.PriorStatus != "running" || strings.Contains(string(d.body), "last_run") {
+				t.Fatalf("action_run_success payload %s", d.body)
+			}
+		}
+		events = append(events, ev)
 	}
 	slices.Sort(events)
-	want := []string{"workflow_job_running/job_status_changed", "workflow_job_success/job_completed",
-		"workflow_job_success/job_completed", "workflow_job_waiting/new_job_attempt"}
-	if !slices.Equal(events, want) {
+	if want := []string{"action_run_success", "action_run_success", "push"}; !slices.Equal(events, want) {
 		t.Fatalf("events %v, want %v", events, want)
+	}
+	for _, d := range e.sim.Deliveries() {
+		if strings.HasPrefix(d.Event, "workflow_job") {
+			t.Fatalf("Forgejo 15 sent a job event: %+v", d)
+		}
 	}
 }
 
 func testWebhookRetry(t *testing.T) {
-	e := newEnv(t)
+	// Forgejo delivers once: a failed delivery stays failed.
+	once := newEnv(t)
+	_, onceURL := newReceiver(t, 1)
+	_, err := once.sim.AddHook(forgejosim.HookConfig{URL: onceURL, Scope: forgejosim.InstanceScope()})
+	mustNoErr(t, err, "add hook")
+	once.queue("acme/app", 1, "docker")
+	eventually(t, "failed delivery", func() bool {
+		d := once.sim.Deliveries()
+		return len(d) == 1 && d[0].Status == forgejosim.DeliveryFailed && d[0].Attempts == 1
+	})
+
+	e := newEnv(t, func(o *forgejosim.Options) { o.WebhookMaxAttempts = 3 })
 	rc, url := newReceiver(t, 2)
-	_, err := e.sim.AddHook(forgejosim.HookConfig{URL: url, Scope: forgejosim.InstanceScope()})
+	_, err = e.sim.AddHook(forgejosim.HookConfig{URL: url, Scope: forgejosim.InstanceScope()})
 	mustNoErr(t, err, "add hook")
 	e.queue("acme/app", 1, "docker")
 	eventually(t, "delivery after retries", func() bool {
@@ -605,7 +705,8 @@ func testBadJSON(t *testing.T) {
 			t.Fatalf("body %q: %d %s", body, resp.StatusCode, data)
 		}
 	}
-	e.expect(http.MethodGet, adminPrefix+"/abc", adminToken, nil, http.StatusUnprocessableEntity, nil)
+	// Forgejo reads a runner id that is not a number as 0, which no runner has.
+	e.expect(http.MethodGet, adminPrefix+"/abc", adminToken, nil, http.StatusNotFound, nil)
 	e.expect(http.MethodPost, "/_sim/jobs", adminToken, "{", http.StatusBadRequest, nil)
 	e.expect(http.MethodPost, "/_sim/jobs", adminToken, `{"repo":"noslash"}`, http.StatusUnprocessableEntity, nil)
 }

@@ -29,7 +29,7 @@ type Runner struct {
 	Version     string    `json:"version"`
 	Status      string    `json:"status"`
 	TasksTaken  int       `json:"tasks_taken"`
-	BoundHandle string    `json:"bound_handle,omitempty"`
+	LastHandle  string    `json:"last_handle,omitempty"` // of its last FetchSingleTask
 	Created     time.Time `json:"created"`
 	LastOnline  time.Time `json:"last_online,omitzero"`
 }
@@ -38,6 +38,7 @@ type Runner struct {
 type State struct {
 	Version    string     `json:"version"`
 	Runners    []Runner   `json:"runners"`
+	Runs       []Run      `json:"runs"`
 	Jobs       []Job      `json:"jobs"`
 	Tasks      []Task     `json:"tasks"`
 	Hooks      []Hook     `json:"hooks"`
@@ -49,8 +50,9 @@ type State struct {
 func (s *Server) State() State {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.revealLocked()
 	st := State{
-		Version: s.version, Runners: []Runner{}, Jobs: []Job{}, Tasks: []Task{}, Hooks: []Hook{},
+		Version: s.version, Runners: []Runner{}, Runs: []Run{}, Jobs: []Job{}, Tasks: []Task{}, Hooks: []Hook{},
 		Deliveries: s.deliveriesLocked(),
 		Faults:     Faults{Endpoints: slices.Clone(s.faults), Webhooks: s.hookFaults},
 	}
@@ -59,9 +61,12 @@ func (s *Server) State() State {
 		st.Runners = append(st.Runners, Runner{
 			ID: rn.id, UUID: rn.uuid, Name: rn.name, Description: rn.description, Ephemeral: rn.ephemeral,
 			OwnerID: rn.ownerID, RepoID: rn.repoID, Labels: nonNil(rn.labels), Version: rn.version,
-			Status: s.runnerStatusLocked(rn), TasksTaken: rn.tasksTaken, BoundHandle: rn.boundHandle,
+			Status: s.runnerStatusLocked(rn), TasksTaken: rn.tasksTaken, LastHandle: rn.lastHandle,
 			Created: rn.created, LastOnline: rn.lastOnline,
 		})
+	}
+	for _, id := range sortedKeys(s.runs) {
+		st.Runs = append(st.Runs, s.runViewLocked(s.runs[id]))
 	}
 	for _, id := range sortedKeys(s.jobs) {
 		st.Jobs = append(st.Jobs, s.jobViewLocked(s.jobs[id]))
@@ -79,6 +84,7 @@ func (s *Server) State() State {
 func (s *Server) Job(id int64) (Job, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.revealLocked()
 	j, ok := s.jobs[id]
 	if !ok {
 		return Job{}, false
@@ -99,7 +105,8 @@ func (s *Server) RunnerByUUID(uuid string) (Runner, bool) {
 // routeControl serves the control API (JSON, admin token):
 //
 //	GET    /_sim/state                 State
-//	POST   /_sim/jobs                  QueueJobsRequest → 201 []Job
+//	POST   /_sim/jobs                  QueueJobsRequest → 201 []Job (one run and one push each)
+//	POST   /_sim/runs                  QueueRunRequest → 201 Run (one run, several jobs, one push)
 //	POST   /_sim/jobs/{id}/cancel      → Job
 //	POST   /_sim/jobs/{id}/complete    {"status": "success"|"failure"|"cancelled"|"skipped"} → Job
 //	GET    /_sim/hooks                 []Hook
@@ -141,6 +148,14 @@ func (s *Server) routeControl() {
 		}
 		jobs, err := s.QueueJobs(req)
 		return http.StatusCreated, jobs, err
+	})
+	handle("POST /_sim/runs", func(r *http.Request) (int, any, error) {
+		var req QueueRunRequest
+		if err := decodeBody(r, &req); err != nil {
+			return http.StatusBadRequest, nil, err
+		}
+		run, err := s.QueueRun(req)
+		return http.StatusCreated, run, err
 	})
 	handle("POST /_sim/jobs/{id}/cancel", func(r *http.Request) (int, any, error) {
 		id, err := pathID(r)

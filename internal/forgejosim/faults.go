@@ -22,6 +22,10 @@ type Fault struct {
 	RetryAfter string `json:"retry_after,omitempty"`
 }
 
+// HeaderInjectedFault marks a response made by an injected fault rather than by the simulated
+// Forgejo.
+const HeaderInjectedFault = "X-Forgejosim-Injected-Fault"
+
 // WebhookFaults disturb webhook deliveries.
 type WebhookFaults struct {
 	// DropRate is the probability (0..1) that a delivery is recorded but never sent.
@@ -114,6 +118,10 @@ func (s *Server) withFaultsFor(endpointOf func(*http.Request) string, h http.Han
 			if retryAfter != "" {
 				w.Header().Set("Retry-After", retryAfter)
 			}
+			// Not Forgejo's answer but a proxy's or an overloaded server's: marked so that the
+			// contract tests, which hold every other answer to Forgejo's API description, can
+			// tell it apart. Clients ignore the header.
+			w.Header().Set(HeaderInjectedFault, "1")
 			writeJSON(w, failWith, APIError{Message: "injected fault", URL: s.publicURL(r) + "/api/swagger"})
 			return
 		}

@@ -1,8 +1,10 @@
 package forgejosim
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -55,14 +57,19 @@ type runnerService struct {
 
 var errUnregistered = errors.New("unregistered runner")
 
-// authRunnerLocked finds the calling runner by its UUID and token headers and marks it online.
-// A deleted runner (e.g. an ephemeral one whose task ended) is unauthenticated.
-func (s *Server) authRunnerLocked(h http.Header) (*runner, error) {
+// authRunnerLocked finds the calling runner by its UUID and token headers and records the call:
+// every call moves last_online, UpdateTask and UpdateLog also last_active
+// (routers/api/actions/runner/interceptor.go). A deleted runner (e.g. an ephemeral one whose task
+// ended) is unauthenticated.
+func (s *Server) authRunnerLocked(h http.Header, method string) (*runner, error) {
 	rn, ok := s.runnerByUUID[h.Get(HeaderRunnerUUID)]
 	if !ok || rn.tokenHash != hashToken(h.Get(HeaderRunnerToken)) {
 		return nil, connect.NewError(connect.CodeUnauthenticated, errUnregistered)
 	}
 	rn.lastOnline = s.now()
+	if method == "UpdateTask" || method == "UpdateLog" {
+		rn.lastActive = rn.lastOnline
+	}
 	return rn, nil
 }
 
@@ -79,7 +86,7 @@ func (svc *runnerService) Declare(_ context.Context, req *connect.Request[runner
 	s := svc.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rn, err := s.authRunnerLocked(req.Header())
+	rn, err := s.authRunnerLocked(req.Header(), methodOf(req.Spec().Procedure))
 	if err != nil {
 		return nil, err
 	}
@@ -91,21 +98,37 @@ func (svc *runnerService) Declare(_ context.Context, req *connect.Request[runner
 	}}), nil
 }
 
+func methodOf(procedure string) string { return procedure[strings.LastIndex(procedure, "/")+1:] }
+
+// FetchTask is routers/api/actions/runner/runner.go FetchTask: a repeated request key gets the
+// tasks it got before (with tasks version 0); otherwise a task is looked up only when the
+// runner's tasks_version differs from its scope's current one.
 func (svc *runnerService) FetchTask(_ context.Context, req *connect.Request[runnerv1.FetchTaskRequest]) (*connect.Response[runnerv1.FetchTaskResponse], error) {
 	s := svc.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rn, err := s.authRunnerLocked(req.Header())
+	rn, err := s.authRunnerLocked(req.Header(), methodOf(req.Spec().Procedure))
 	if err != nil {
 		return nil, err
 	}
-	t := s.fetchLocked(rn, "", req.Header().Get(HeaderRunnerRequestKey), req.Msg.GetTasksVersion())
-	return connect.NewResponse(&runnerv1.FetchTaskResponse{Task: t, TasksVersion: s.tasksVersion}), nil
+	s.revealLocked()
+	key := req.Header().Get(HeaderRunnerRequestKey)
+	if t := s.recoverTaskLocked(rn, key); t != nil {
+		return connect.NewResponse(&runnerv1.FetchTaskResponse{Task: t}), nil
+	}
+	version := s.tasksVersionLocked(rn)
+	var t *runnerv1.Task
+	if req.Msg.GetTasksVersion() != version {
+		t = s.pickTaskLocked(rn, nil, key)
+	}
+	return connect.NewResponse(&runnerv1.FetchTaskResponse{Task: t, TasksVersion: version}), nil
 }
 
-// FetchSingleTask (Forgejo 15) gives the runner the job attempt named by handle, and only it,
-// only when the runner's labels and scope allow it; the runner stays bound to that handle. An
-// unknown, taken or finished handle answers no task (the runner's one-job then exits 2).
+// FetchSingleTask (Forgejo 15, routers/api/actions/runner/runner.go) is FetchTask for at most one
+// task, restricted to the job attempt named by handle when one is given (an empty handle means
+// any job). It honours tasks_version as FetchTask does. An unknown, taken or finished handle
+// answers no task (the runner's one-job then exits 2). Forgejo keeps no binding between a runner
+// and a handle.
 func (svc *runnerService) FetchSingleTask(_ context.Context, req *connect.Request[runnerv1ext.FetchSingleTaskRequest]) (*connect.Response[runnerv1ext.FetchSingleTaskResponse], error) {
 	s := svc.s
 	s.mu.Lock()
@@ -113,54 +136,66 @@ func (svc *runnerService) FetchSingleTask(_ context.Context, req *connect.Reques
 	if !s.supportsRegistrationAPILocked() {
 		return nil, connect.NewError(connect.CodeUnimplemented, errors.New("FetchSingleTask needs Forgejo 15"))
 	}
-	rn, err := s.authRunnerLocked(req.Header())
+	rn, err := s.authRunnerLocked(req.Header(), "FetchSingleTask")
 	if err != nil {
 		return nil, err
 	}
-	handle := req.Msg.GetHandle()
-	if handle == "" {
-		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("handle is required"))
+	s.revealLocked()
+	key := req.Header().Get(HeaderRunnerRequestKey)
+	if t := s.recoverTaskLocked(rn, key); t != nil {
+		return connect.NewResponse(&runnerv1ext.FetchSingleTaskResponse{Task: t}), nil
 	}
-	t := s.fetchLocked(rn, handle, req.Header().Get(HeaderRunnerRequestKey), 0)
-	return connect.NewResponse(&runnerv1ext.FetchSingleTaskResponse{Task: t, TasksVersion: s.tasksVersion}), nil
+	version := s.tasksVersionLocked(rn)
+	var t *runnerv1.Task
+	if req.Msg.GetTasksVersion() != version {
+		var handle *string
+		if h := req.Msg.GetHandle(); h != "" {
+			handle = &h
+			rn.lastHandle = h
+		}
+		t = s.pickTaskLocked(rn, handle, key)
+	}
+	return connect.NewResponse(&runnerv1ext.FetchSingleTaskResponse{Task: t, TasksVersion: version}), nil
 }
 
-// fetchLocked picks a task for rn. handle restricts it to one job attempt (and binds the runner
-// to it); tasksVersion equal to the current one means "nothing changed since I last asked".
-func (s *Server) fetchLocked(rn *runner, handle, requestKey string, tasksVersion int64) *runnerv1.Task {
-	if requestKey != "" && requestKey == rn.lastFetchKey {
-		if t, ok := s.tasks[rn.lastFetchTaskID]; ok {
+// recoverTaskLocked answers a repeated x-runner-request-key with the task that key got
+// (GetTasksByRunnerRequestKey: the runner's own tasks only).
+func (s *Server) recoverTaskLocked(rn *runner, requestKey string) *runnerv1.Task {
+	if requestKey == "" {
+		return nil
+	}
+	for _, id := range sortedKeys(s.tasks) {
+		if t := s.tasks[id]; t.runnerID == rn.id && t.requestKey == requestKey {
 			return t.proto
 		}
-		return nil
 	}
-	rn.lastFetchKey, rn.lastFetchTaskID = requestKey, 0
+	return nil
+}
 
-	if handle == "" {
-		handle = rn.boundHandle
-	} else if rn.boundHandle != "" && rn.boundHandle != handle {
-		return nil
-	}
-	if handle != "" {
-		rn.boundHandle = handle
-	} else if tasksVersion != 0 && tasksVersion == s.tasksVersion {
-		return nil
-	}
+// pickTaskLocked is services/actions/task.go PickTask and models/actions/task.go
+// CreateTaskForRunner: an ephemeral runner that has had a task gets no other; otherwise the first
+// waiting, untaken job of the runner's scope whose run is not held by its concurrency group, by
+// (updated, id), that the handle (if any) names and whose runs-on the runner's labels cover.
+func (s *Server) pickTaskLocked(rn *runner, handle *string, requestKey string) *runnerv1.Task {
 	if rn.ephemeral && rn.tasksTaken > 0 {
 		return nil
 	}
-
-	for _, id := range sortedKeys(s.jobs) {
-		j := s.jobs[id]
-		if j.status != JobWaiting || (handle != "" && j.handle != handle) {
-			continue
+	var candidates []*job
+	for _, j := range s.jobs {
+		if j.status == JobWaiting && j.taskID == 0 && j.listed() && runnerReachesJob(rn, j) && !s.heldLocked(j) {
+			candidates = append(candidates, j)
 		}
-		if !runnerReachesJob(rn, j) || !runnerCanRun(rn.labels, j.runsOn) {
-			continue
+	}
+	slices.SortFunc(candidates, func(a, b *job) int {
+		if c := cmp.Compare(unixSeconds(a.updated), unixSeconds(b.updated)); c != 0 {
+			return c
 		}
-		t := s.assignLocked(rn, j)
-		rn.lastFetchTaskID = t.id
-		return t.proto
+		return cmp.Compare(a.id, b.id)
+	})
+	for _, j := range candidates {
+		if (handle == nil || j.handle == *handle) && runnerCanRun(rn.labels, j.runsOn) {
+			return s.assignLocked(rn, j, requestKey).proto
+		}
 	}
 	return nil
 }
@@ -169,14 +204,18 @@ func (svc *runnerService) UpdateTask(_ context.Context, req *connect.Request[run
 	s := svc.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rn, err := s.authRunnerLocked(req.Header())
+	rn, err := s.authRunnerLocked(req.Header(), methodOf(req.Spec().Procedure))
 	if err != nil {
 		return nil, err
 	}
 	state := req.Msg.GetState()
 	t, ok := s.tasks[state.GetId()]
-	if !ok || t.runnerID != rn.id {
-		return nil, connect.NewError(connect.CodeNotFound, errors.New("task not found"))
+	switch {
+	case !ok:
+		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("update task: task with id %d: resource does not exist", state.GetId()))
+	case t.runnerID != rn.id:
+		// services/actions/task.go UpdateTaskByState.
+		return nil, connect.NewError(connect.CodeInternal, errors.New("update task: invalid runner for task"))
 	}
 	for k, v := range req.Msg.GetOutputs() {
 		if _, seen := t.outputs[k]; !seen {
@@ -184,7 +223,10 @@ func (svc *runnerService) UpdateTask(_ context.Context, req *connect.Request[run
 		}
 	}
 	if !t.status.Done() && state.GetResult() != runnerv1.Result_RESULT_UNSPECIFIED {
-		// The final UpdateTask: the job is over, and an ephemeral runner with it.
+		// The final UpdateTask: the job is over, jobs that need it may be released, the
+		// runner's scope's tasks version moves (so a concurrency group it held can be taken),
+		// and an ephemeral runner is deleted (routers/api/actions/runner/runner.go UpdateTask).
+		s.increaseTasksVersionLocked(rn.ownerID, rn.repoID)
 		s.finishJobLocked(s.jobs[t.jobID], statusOfResult(state.GetResult()))
 	}
 	sent := make([]string, 0, len(t.outputs))
@@ -202,13 +244,16 @@ func (svc *runnerService) UpdateLog(_ context.Context, req *connect.Request[runn
 	s := svc.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	rn, err := s.authRunnerLocked(req.Header())
+	rn, err := s.authRunnerLocked(req.Header(), methodOf(req.Spec().Procedure))
 	if err != nil {
 		return nil, err
 	}
 	t, ok := s.tasks[req.Msg.GetTaskId()]
-	if !ok || t.runnerID != rn.id {
-		return nil, connect.NewError(connect.CodeNotFound, errors.New("task not found"))
+	switch {
+	case !ok:
+		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("get task: task with id %d: resource does not exist", req.Msg.GetTaskId()))
+	case t.runnerID != rn.id:
+		return nil, connect.NewError(connect.CodeInternal, errors.New("invalid runner for task"))
 	}
 	// Rows that would leave a gap are not taken: the ack tells the runner where to resume.
 	if idx := req.Msg.GetIndex(); idx <= t.logLines {

@@ -38,13 +38,26 @@ type Options struct {
 	// bodies. Empty: derived from each request's Host.
 	PublicURL string
 	// RunnerOfflineAfter is how long after its last call a runner still counts as online; Forgejo
-	// uses one minute. Zero means one minute.
+	// uses one minute (models/actions/runner.go RunnerOfflineTime). Zero means one minute.
 	RunnerOfflineAfter time.Duration
-	// WebhookMaxAttempts bounds delivery attempts per webhook delivery (default 3).
+	// WebhookMaxAttempts bounds delivery attempts per webhook delivery. Forgejo sends each
+	// delivery once and never retries it (services/webhook/deliver.go; a retry is a manual
+	// "redeliver"), so the default is 1; tests that want a flaky receiver to recover raise it.
 	WebhookMaxAttempts int
 	// WebhookRetryBase is the wait before the first retry; it doubles for each later retry
 	// (default 200ms, capped at 5s).
 	WebhookRetryBase time.Duration
+	// JobEvents makes the simulator behave as a newer server (Gitea 1.24+, a later Forgejo) that
+	// also sends workflow_job_* deliveries when a job is queued, changes status or completes.
+	// Forgejo 15 has no such event (modules/webhook/type.go), so it is off by default.
+	JobEvents bool
+	// DeliveryRaceProbability (0..1) is the chance, drawn from Seed, that a queued run's push
+	// delivery is sent before the run's jobs are in the jobs list: they appear DeliveryRaceDelay
+	// later. Forgejo queues the delivery and inserts the run in the same request, so a fast
+	// receiver can poll before the insertion is visible. Zero (the default) never races.
+	DeliveryRaceProbability float64
+	// DeliveryRaceDelay is how long a raced run stays unlisted (default 200ms).
+	DeliveryRaceDelay time.Duration
 	// WebhookTimeout bounds one delivery attempt (default 5s).
 	WebhookTimeout time.Duration
 	// HTTPClient sends webhook deliveries; nil means a client with WebhookTimeout.
@@ -69,14 +82,19 @@ type Server struct {
 	tokens       map[string]Scope // by sha256 of the token
 	runners      map[int64]*runner
 	runnerByUUID map[string]*runner
+	runs         map[int64]*run
 	jobs         map[int64]*job
 	tasks        map[int64]*task
 	hooks        map[int64]*hook
 	deliveries   []*Delivery
 	faults       []Fault
 	hookFaults   WebhookFaults
-	tasksVersion int64
-	seenBaseURL  string // the instance URL of the last request, for payloads
+	// tasksVersions are Forgejo's action_tasks_version rows: one per scope (instance, owner,
+	// repository), moved when a job becomes waiting or a task ends.
+	tasksVersions map[scopeKey]int64
+	// regTokens are the deprecated registration tokens, one per scope.
+	regTokens   map[scopeKey]string
+	seenBaseURL string // the instance URL of the last request, for payloads
 
 	mux *http.ServeMux
 
@@ -93,10 +111,13 @@ func New(opts Options) *Server {
 		opts.Version = DefaultVersion
 	}
 	if opts.RunnerOfflineAfter <= 0 {
-		opts.RunnerOfflineAfter = time.Minute
+		opts.RunnerOfflineAfter = defaultRunnerOfflineAfter
 	}
 	if opts.WebhookMaxAttempts <= 0 {
-		opts.WebhookMaxAttempts = 3
+		opts.WebhookMaxAttempts = 1
+	}
+	if opts.DeliveryRaceDelay <= 0 {
+		opts.DeliveryRaceDelay = 200 * time.Millisecond
 	}
 	if opts.WebhookRetryBase <= 0 {
 		opts.WebhookRetryBase = 200 * time.Millisecond
@@ -106,21 +127,24 @@ func New(opts Options) *Server {
 	}
 	opts.PublicURL = strings.TrimRight(opts.PublicURL, "/")
 	s := &Server{
-		opts:         opts,
-		now:          opts.Now,
-		version:      opts.Version,
-		nextID:       map[string]int64{},
-		owners:       map[string]*owner{},
-		ownersByID:   map[int64]*owner{},
-		repos:        map[string]*repository{},
-		reposByID:    map[int64]*repository{},
-		tokens:       map[string]Scope{},
-		runners:      map[int64]*runner{},
-		runnerByUUID: map[string]*runner{},
-		jobs:         map[int64]*job{},
-		tasks:        map[int64]*task{},
-		hooks:        map[int64]*hook{},
-		client:       opts.HTTPClient,
+		opts:          opts,
+		now:           opts.Now,
+		version:       opts.Version,
+		nextID:        map[string]int64{},
+		owners:        map[string]*owner{},
+		ownersByID:    map[int64]*owner{},
+		repos:         map[string]*repository{},
+		reposByID:     map[int64]*repository{},
+		tokens:        map[string]Scope{},
+		runners:       map[int64]*runner{},
+		runnerByUUID:  map[string]*runner{},
+		runs:          map[int64]*run{},
+		jobs:          map[int64]*job{},
+		tasksVersions: map[scopeKey]int64{},
+		regTokens:     map[scopeKey]string{},
+		tasks:         map[int64]*task{},
+		hooks:         map[int64]*hook{},
+		client:        opts.HTTPClient,
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -240,16 +264,29 @@ const (
 )
 
 type owner struct {
-	id   int64
-	name string
-	kind ownerKind
+	id      int64
+	name    string
+	kind    ownerKind
+	created time.Time
 }
 
 type repository struct {
-	id    int64
-	owner *owner
-	name  string
+	id       int64
+	owner    *owner
+	name     string
+	created  time.Time
+	runIndex int64  // the last run's index (action_run_index)
+	headSHA  string // the default branch's head, moved by every simulated push
 }
+
+// scopeKey is Forgejo's (owner_id, repo_id) pair of a scope: (0, 0) for the instance.
+type scopeKey struct{ ownerID, repoID int64 }
+
+// The simulated repositories' default branch, and git's all-zero object id.
+const (
+	defaultBranch = "main"
+	zeroSHA       = "0000000000000000000000000000000000000000"
+)
 
 func (r *repository) fullName() string { return r.owner.name + "/" + r.name }
 
@@ -259,7 +296,7 @@ func (s *Server) ensureOwnerLocked(name string, kind ownerKind) *owner {
 	if o, ok := s.owners[strings.ToLower(name)]; ok {
 		return o
 	}
-	o := &owner{id: s.nextIDLocked("user"), name: name, kind: kind}
+	o := &owner{id: s.nextIDLocked("user"), name: name, kind: kind, created: s.now()}
 	s.owners[strings.ToLower(name)] = o
 	s.ownersByID[o.id] = o
 	return o
@@ -276,7 +313,7 @@ func (s *Server) ensureRepoLocked(fullName string) (*repository, error) {
 		return r, nil
 	}
 	o := s.ensureOwnerLocked(ownerName, ownerOrganization)
-	r := &repository{id: s.nextIDLocked("repo"), owner: o, name: name}
+	r := &repository{id: s.nextIDLocked("repo"), owner: o, name: name, created: s.now()}
 	s.repos[strings.ToLower(r.fullName())] = r
 	s.reposByID[r.id] = r
 	return r, nil
