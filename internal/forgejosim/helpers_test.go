@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -35,8 +36,14 @@ func newEnv(t *testing.T, mutate ...func(*forgejosim.Options)) *env {
 	for _, m := range mutate {
 		m(&opts)
 	}
-	sim, url := forgejosim.NewTestServer(t, opts)
-	return &env{t: t, sim: sim, url: url}
+	// Every REST answer of every test goes through the contract checker.
+	sim := forgejosim.New(opts)
+	ts := httptest.NewServer(newContract(t).wrap(t, sim))
+	t.Cleanup(func() {
+		ts.Close()
+		sim.Close()
+	})
+	return &env{t: t, sim: sim, url: ts.URL}
 }
 
 // token mints an API token with scope sc.
