@@ -6,6 +6,7 @@
 package jobwatch
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -110,6 +111,9 @@ type Watcher struct {
 	timed   map[string]timedJob
 	pools   map[types.NamespacedName]registration
 	pollers map[Connection]*poller
+	trigger TriggerOptions
+	// repoNames are repositories' names by id, as webhooks named them.
+	repoNames map[int64]string
 }
 
 type timedJob struct {
@@ -125,7 +129,14 @@ type registration struct {
 type poller struct {
 	lister JobLister
 	cancel context.CancelFunc
-	kick   chan struct{}
+	// wake tells the poller's loop that wanted changed.
+	wake chan struct{}
+	// wanted are the polls asked for, earliest first; lastStart is when the last poll began.
+	wanted    []wantedPoll
+	lastStart time.Time
+	// userOwnerID is, for a user scope, the token's user as the jobs' owner_id shows it; 0
+	// until a job was listed.
+	userOwnerID int64
 	// Last poll's result.
 	jobs     map[string]Job       // by handle; jobs without a handle are left out
 	gone     map[string]time.Time // handles that left the list, and when
@@ -147,6 +158,9 @@ func New(interval time.Duration, notify func(types.NamespacedName), log logr.Log
 		now:      time.Now,
 		pools:    map[types.NamespacedName]registration{},
 		pollers:  map[Connection]*poller{},
+		trigger: TriggerOptions{
+			Window: DefaultCoalesceWindow, FollowUps: DefaultFollowUps, RunnerEndFollowUps: DefaultRunnerEndFollowUps,
+		},
 	}
 }
 
@@ -223,7 +237,7 @@ func (w *Watcher) Register(pool matching.Pool, conn Connection, lister JobLister
 		w.dropPollerIfUnused(old.conn)
 	}
 	if _, ok := w.pollers[conn]; !ok {
-		p := &poller{lister: lister, kick: make(chan struct{}, 1)}
+		p := &poller{lister: lister, wake: make(chan struct{}, 1)}
 		w.pollers[conn] = p
 		if w.ctx != nil {
 			w.startPoller(conn, p)
@@ -241,20 +255,6 @@ func (w *Watcher) Unregister(key types.NamespacedName) {
 	}
 	delete(w.pools, key)
 	w.dropPollerIfUnused(reg.conn)
-}
-
-// Poll asks for an immediate poll of the pool's connection (e.g. after a runner ended).
-func (w *Watcher) Poll(key types.NamespacedName) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if reg, ok := w.pools[key]; ok {
-		if p := w.pollers[reg.conn]; p != nil {
-			select {
-			case p.kick <- struct{}{}:
-			default:
-			}
-		}
-	}
 }
 
 // Demand returns what the last polls say about a pool. A waiting job goes to exactly one
@@ -390,21 +390,33 @@ func (w *Watcher) startPoller(conn Connection, p *poller) {
 
 func (w *Watcher) run(ctx context.Context, conn Connection, p *poller) {
 	log := w.log.WithValues("forgejo", conn.URL, "scope", conn.Scope)
-	ticker := time.NewTicker(w.interval)
-	defer ticker.Stop()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
 	for {
 		w.pollOnce(ctx, conn, p, log)
-		select {
-		case <-ctx.Done():
-			return
-		case <-ticker.C:
-		case <-p.kick:
+		for waiting := true; waiting; {
+			w.mu.Lock()
+			next := p.nextPollLocked(w.interval)
+			w.mu.Unlock()
+			timer.Reset(time.Until(next))
+			select {
+			case <-ctx.Done():
+				return
+			case <-timer.C:
+				waiting = false
+			case <-p.wake: // something new is wanted: work out the next poll again
+				// Since Go 1.23 a stopped or reset timer delivers no stale tick: no draining.
+				timer.Stop()
+			}
 		}
 	}
 }
 
 func (w *Watcher) pollOnce(ctx context.Context, conn Connection, p *poller, log logr.Logger) {
+	w.mu.Lock()
 	started := w.now()
+	via := cmp.Or(p.takeDueLocked(started), ViaPoll)
+	w.mu.Unlock()
 	jobs, err := p.lister.ListJobs(ctx)
 	if ctx.Err() != nil {
 		return
@@ -433,10 +445,14 @@ func (w *Watcher) pollOnce(ctx context.Context, conn Connection, p *poller, log 
 			continue
 		}
 		job := Job{ID: j.ID, Attempt: j.Attempt, Handle: j.Handle, RunsOn: j.RunsOn, Status: j.Status, TaskID: j.TaskID, SeenAt: now,
-			RepoID: j.RepoID, Via: ViaPoll}
+			RepoID: j.RepoID, Repository: w.repoNames[j.RepoID], Via: via}
+		if strings.HasPrefix(conn.Scope, "user") && j.OwnerID != 0 {
+			p.userOwnerID = j.OwnerID
+		}
 		prev, known := p.jobs[j.Handle]
 		if known {
-			job.SeenAt, job.RunningSince, job.Repository, job.Via = prev.SeenAt, prev.RunningSince, prev.Repository, prev.Via
+			job.SeenAt, job.RunningSince, job.Via = prev.SeenAt, prev.RunningSince, prev.Via
+			job.Repository = cmp.Or(prev.Repository, job.Repository)
 		}
 		if job.Status == "running" && job.RunningSince.IsZero() {
 			waitingSince := time.Time{}
@@ -546,6 +562,9 @@ func (w *Watcher) Offer(url, repository string, job Job) bool {
 	now := w.now()
 	changed := map[Connection]bool{}
 	w.mu.Lock()
+	if job.RepoID != 0 && repository != "" {
+		w.rememberRepositoryLocked(job.RepoID, repository)
+	}
 	for conn, p := range w.pollers {
 		if conn.URL != url || !conn.Covers(repository) {
 			continue

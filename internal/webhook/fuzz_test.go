@@ -39,6 +39,9 @@ func FuzzHandler(f *testing.F) {
 		{"\xff\xfe", 0, "", "workflow_job_waiting", "X-Forgejo-Event"},
 		{"", 1, "", "", ""},
 		{`[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]`, 0, "", "workflow_job", "X-Forgejo-Event"},
+		{forgejo15Deliveries["push"], 0, "", "push", "X-Forgejo-Event-Type"},
+		{forgejo15Deliveries["action_run_success"], 0, "", "action_run_success", "X-Forgejo-Event-Type"},
+		{`{"run":{"repository":{"full_name":"a/b","id":-1,"owner":{"id":-2}}}}`, 0, "", "action_run_failure", "X-Forgejo-Event"},
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s.body), s.mode, s.sig, s.event, s.header, "delivery-1")
@@ -77,8 +80,8 @@ func FuzzHandler(f *testing.F) {
 		default:
 			t.Fatalf("unexpected status %d", rec.Code)
 		}
-		got := e.snk.got()
-		if len(got) == 0 {
+		got, repos := e.snk.got(), e.snk.gotRepos()
+		if len(got)+len(repos) == 0 {
 			if rec.Code == http.StatusAccepted {
 				t.Fatal("202 without an event")
 			}
@@ -88,10 +91,16 @@ func FuzzHandler(f *testing.F) {
 		given, err := hex.DecodeString(strings.TrimPrefix(strings.TrimSpace(req.Header.Get("X-Forgejo-Signature")+req.Header.Get("X-Hub-Signature-256")), "sha256="))
 		want, _ := hex.DecodeString(sign(secret, body))
 		if err != nil || !hmac.Equal(given, want) {
-			t.Fatalf("unsigned delivery reached the sink: %+v", got)
+			t.Fatalf("unsigned delivery reached the sink: %+v %+v", got, repos)
 		}
-		if rec.Code != http.StatusAccepted || len(got) != 1 || !strings.HasPrefix(got[0].Event, "workflow_job_") {
-			t.Fatalf("status %d, events %+v", rec.Code, got)
+		if rec.Code != http.StatusAccepted || len(got)+len(repos) != 1 {
+			t.Fatalf("status %d, events %+v %+v", rec.Code, got, repos)
+		}
+		if len(got) == 1 && !strings.HasPrefix(got[0].Event, "workflow_job_") {
+			t.Fatalf("job event %+v", got[0])
+		}
+		if len(repos) == 1 && (strings.Count(repos[0].Repository, "/") != 1 || repos[0].RepoID < 0 || repos[0].OwnerID < 0) {
+			t.Fatalf("repository event %+v", repos[0])
 		}
 	})
 }

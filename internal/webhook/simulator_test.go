@@ -11,14 +11,16 @@ import (
 )
 
 // simEnv wires a Handler behind a real HTTP server and the simulator's webhook delivery to it.
-func simEnv(t *testing.T, faults forgejosim.WebhookFaults) (*env, *forgejosim.Server) {
+// With jobEvents the simulator plays a newer server that sends workflow_job events; without, it
+// is Forgejo 15.
+func simEnv(t *testing.T, faults forgejosim.WebhookFaults, jobEvents bool) (*env, *forgejosim.Server) {
 	t.Helper()
 	e := newEnv(t, func(o *webhook.Options) { o.Now = nil })
 	receiver := httptest.NewServer(e.h)
 	// Registered before the simulator's cleanup, so it runs after it: the simulator stops
 	// delivering before the receiver goes away.
 	t.Cleanup(receiver.Close)
-	sim, _ := forgejosim.NewTestServer(t, forgejosim.Options{AdminToken: "admin", Seed: 1, WebhookMaxAttempts: 1})
+	sim, _ := forgejosim.NewTestServer(t, forgejosim.Options{AdminToken: "admin", Seed: 1, WebhookMaxAttempts: 1, JobEvents: jobEvents})
 	if err := sim.SetFaults(forgejosim.Faults{Webhooks: faults}); err != nil {
 		t.Fatalf("set faults: %v", err)
 	}
@@ -30,8 +32,32 @@ func simEnv(t *testing.T, faults forgejosim.WebhookFaults) (*env, *forgejosim.Se
 	return e, sim
 }
 
+// TestSimulatorForgejo15Push: a queued run is announced the only way Forgejo 15 can, by the push
+// that started it, and that names the repository to poll.
+func TestSimulatorForgejo15Push(t *testing.T) {
+	e, sim := simEnv(t, forgejosim.WebhookFaults{}, false)
+	jobs, err := sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}})
+	if err != nil {
+		t.Fatalf("queue jobs: %v", err)
+	}
+	eventually.True(t, 10*time.Second, "the push delivery", func() (bool, string) {
+		return len(e.snk.gotRepos()) == 1, "no delivery yet"
+	})
+	ev := e.snk.gotRepos()[0]
+	if ev.Event != "push" || ev.Repository != "acme/app" || ev.RepoID != jobs[0].RepoID || ev.OwnerID != jobs[0].OwnerID {
+		t.Errorf("event %+v, want a push for acme/app (repo %d, owner %d)", ev, jobs[0].RepoID, jobs[0].OwnerID)
+	}
+	if len(e.snk.got()) != 0 {
+		t.Errorf("Forgejo 15 sent job events: %+v", e.snk.got())
+	}
+	ds := sim.Deliveries()
+	if len(ds) != 1 || ev.DeliveryID != ds[0].ID || ds[0].Status != forgejosim.DeliveryDelivered || ds[0].LastStatusCode != 202 {
+		t.Errorf("deliveries %+v, want one delivered with id %s and answer 202", ds, ev.DeliveryID)
+	}
+}
+
 func TestSimulatorPayload(t *testing.T) {
-	e, sim := simEnv(t, forgejosim.WebhookFaults{})
+	e, sim := simEnv(t, forgejosim.WebhookFaults{}, true)
 	jobs, err := sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker", "arm64"}})
 	if err != nil {
 		t.Fatalf("queue jobs: %v", err)
@@ -55,14 +81,19 @@ func TestSimulatorPayload(t *testing.T) {
 	if ev.Repository != "acme/app" || ev.Owner != "acme" {
 		t.Errorf("repository %q owner %q, want acme/app and acme", ev.Repository, ev.Owner)
 	}
-	ds := sim.Deliveries()
-	if len(ds) != 1 || ev.DeliveryID != ds[0].ID || ds[0].Status != forgejosim.DeliveryDelivered || ds[0].LastStatusCode != 202 {
-		t.Errorf("deliveries %+v, want one delivered with id %s and answer 202", ds, ev.DeliveryID)
+	var waiting []forgejosim.Delivery
+	for _, d := range sim.Deliveries() {
+		if d.Event == webhook.EventWorkflowJobWaiting {
+			waiting = append(waiting, d)
+		}
+	}
+	if len(waiting) != 1 || ev.DeliveryID != waiting[0].ID || waiting[0].Status != forgejosim.DeliveryDelivered || waiting[0].LastStatusCode != 202 {
+		t.Errorf("waiting deliveries %+v, want one delivered with id %s and answer 202", waiting, ev.DeliveryID)
 	}
 }
 
 func TestSimulatorDuplicateDelivery(t *testing.T) {
-	e, sim := simEnv(t, forgejosim.WebhookFaults{DuplicateRate: 1})
+	e, sim := simEnv(t, forgejosim.WebhookFaults{DuplicateRate: 1}, false)
 	if _, err := sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}}); err != nil {
 		t.Fatalf("queue jobs: %v", err)
 	}
@@ -70,7 +101,7 @@ func TestSimulatorDuplicateDelivery(t *testing.T) {
 		ds := sim.Deliveries()
 		return len(ds) == 1 && ds[0].Duplicates == 1, "not yet"
 	})
-	if n := len(e.snk.got()); n != 1 {
+	if n := len(e.snk.gotRepos()); n != 1 {
 		t.Errorf("sink got %d events, want 1", n)
 	}
 	if e.obs.count(webhook.ResultDuplicate) != 1 {

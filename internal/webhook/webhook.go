@@ -1,12 +1,20 @@
-// Package webhook receives Forgejo Actions job webhooks (workflow_job_waiting, …_running, …) and
-// hands verified job events to a sink. It does HTTP and nothing else: which pools an event
-// concerns, and what to do about it, is the caller's business.
+// Package webhook receives Forgejo webhook deliveries and hands the verified ones to a sink. It
+// does HTTP and nothing else: which pools a delivery concerns, and what to do about it, is the
+// caller's business.
+//
+// Forgejo 15 sends no webhook when a job is queued, starts or ends (modules/webhook/type.go at
+// v15.0.3 has no workflow_job events): it sends push, pull_request, release, action_run_* and
+// the like, each naming its repository. Such a delivery is a repository event: a cue that jobs
+// of that repository may be waiting, so the caller polls the scopes that cover it. A
+// workflow_job delivery (Gitea 1.24+, or a later Forgejo) carries the job itself and is a job
+// event, given to the sink as such.
 //
 // A delivery passes these checks in order, and the first that fails decides the answer:
 // method (405), body size (413), presence of a signature (401), the signature against each
-// candidate secret (401), JSON syntax (400), event type (an event that is not a job event is
-// acknowledged and ignored), payload shape (400), delivery id already seen (200, ignored).
-// Only then is the sink called, and the answer is 202.
+// candidate secret (401), JSON syntax (400), event type and payload (a delivery that is neither
+// a job event nor names a repository is acknowledged and ignored; a job event without a job is
+// 400), delivery id already seen (200, ignored). Only then is the sink called, and the answer is
+// 202.
 package webhook
 
 import (
@@ -71,6 +79,25 @@ var jobStatuses = map[string]bool{
 	"cancelled": true, "skipped": true, "blocked": true,
 }
 
+// RepositoryEvent is a verified delivery of any other event that names a repository: push,
+// pull_request*, create, release, issues, issue_comment, the review events, action_run_* and so
+// on. Forgejo inserts a run's jobs while it handles the event that starts the run and only then
+// queues the delivery, so jobs of the repository may be waiting (or be about to wait).
+type RepositoryEvent struct {
+	// DeliveryID is X-Forgejo-Delivery (or X-Gitea-Delivery); "" if the sender sent none.
+	DeliveryID string
+	// Event is the full event type (X-Forgejo-Event-Type), e.g. push or pull_request_sync,
+	// bounded and made printable with SafeID.
+	Event string
+	// Repository is the repository's "owner/name".
+	Repository string
+	// RepoID and OwnerID are the repository's and its owner's ids; 0 when the payload has none.
+	RepoID  int64
+	OwnerID int64
+	// Received is when the handler accepted the delivery (Options.Now).
+	Received time.Time
+}
+
 // JobEvent is a verified job webhook delivery.
 type JobEvent struct {
 	// DeliveryID is X-Forgejo-Delivery (or X-Gitea-Delivery); it may be empty if the sender
@@ -132,19 +159,16 @@ type StaticSecrets [][]byte
 // Candidates returns s.
 func (s StaticSecrets) Candidates(context.Context, string) ([][]byte, error) { return s, nil }
 
-// EventSink receives verified job events. It is called synchronously from the HTTP handler, so it
+// EventSink receives verified deliveries. It is called synchronously from the HTTP handler, so it
 // should only record or enqueue: Forgejo waits for the answer and does not retry a failed
-// delivery, and the operator's job poller remains the source of truth either way. Events arrive
-// in the order they were received, which need not be the order Forgejo produced them.
+// delivery, and the operator's job poller remains the source of truth either way. Deliveries
+// arrive in the order they were received, which need not be the order Forgejo produced them.
 type EventSink interface {
+	// HandleJobEvent takes a workflow_job delivery (not sent by Forgejo 15).
 	HandleJobEvent(ctx context.Context, ev JobEvent)
+	// HandleRepositoryEvent takes any other delivery that names a repository.
+	HandleRepositoryEvent(ctx context.Context, ev RepositoryEvent)
 }
-
-// EventSinkFunc adapts a function to EventSink.
-type EventSinkFunc func(ctx context.Context, ev JobEvent)
-
-// HandleJobEvent calls f.
-func (f EventSinkFunc) HandleJobEvent(ctx context.Context, ev JobEvent) { f(ctx, ev) }
 
 // Result is the outcome of one delivery, the label of the deliveries metric.
 type Result string
@@ -153,7 +177,7 @@ type Result string
 const (
 	ResultAccepted         Result = "accepted"           // 202, given to the sink
 	ResultDuplicate        Result = "duplicate"          // 200, delivery id seen before
-	ResultIgnoredEvent     Result = "ignored_event"      // 200, not a job event
+	ResultIgnoredEvent     Result = "ignored_event"      // 200, names no repository and is no job event
 	ResultMethodNotAllowed Result = "method_not_allowed" // 405
 	ResultTooLarge         Result = "too_large"          // 413
 	ResultReadError        Result = "read_error"         // 400, the body could not be read
@@ -324,8 +348,8 @@ func (h *Handler) serve(r *http.Request) (res Result, status int, detail string)
 		return ResultBadJSON, http.StatusBadRequest, ""
 	}
 	event := firstHeader(r.Header, "X-Forgejo-Event-Type", "X-Forgejo-Event", "X-Gitea-Event-Type", "X-Gitea-Event")
-	if event != bareJobEvent && !(strings.HasPrefix(event, eventPrefix) && jobStatuses[strings.TrimPrefix(event, eventPrefix)]) {
-		return ResultIgnoredEvent, http.StatusOK, "event " + SafeID(event)
+	if !isJobEvent(event) {
+		return h.serveRepositoryEvent(r, body, event)
 	}
 	ev, err := parse(body, event)
 	if errors.Is(err, errUnknownStatus) {
@@ -341,6 +365,67 @@ func (h *Handler) serve(r *http.Request) (res Result, status int, detail string)
 	ev.Received = h.now()
 	h.sink.HandleJobEvent(r.Context(), ev)
 	return ResultAccepted, http.StatusAccepted, fmt.Sprintf("%s job %d attempt %d", ev.Event, ev.Job.ID, ev.Job.Attempt)
+}
+
+// isJobEvent reports whether the event type is a workflow_job event, bare or with its status.
+// The prefix alone is not enough: workflow_job_unknown is nothing this handler can act on, and
+// it is passed to the repository path like any other event.
+func isJobEvent(event string) bool {
+	return event == bareJobEvent || (strings.HasPrefix(event, eventPrefix) && jobStatuses[strings.TrimPrefix(event, eventPrefix)])
+}
+
+// serveRepositoryEvent handles a verified delivery that is not a job event: if it names a
+// repository, it is a cue to poll the scopes that cover it.
+func (h *Handler) serveRepositoryEvent(r *http.Request, body []byte, event string) (Result, int, string) {
+	ev, ok := parseRepository(body)
+	if !ok {
+		return ResultIgnoredEvent, http.StatusOK, "event " + SafeID(event) + " names no repository"
+	}
+	ev.Event = SafeID(event)
+	ev.DeliveryID = firstHeader(r.Header, "X-Forgejo-Delivery", "X-Gitea-Delivery")
+	if ev.DeliveryID != "" && !h.seen.add(ev.DeliveryID) {
+		return ResultDuplicate, http.StatusOK, ""
+	}
+	ev.Received = h.now()
+	h.sink.HandleRepositoryEvent(r.Context(), ev)
+	return ResultAccepted, http.StatusAccepted, fmt.Sprintf("%s for %s", ev.Event, ev.Repository)
+}
+
+// hookRepository is the part of Forgejo's structs.Repository a delivery is routed by.
+type hookRepository struct {
+	ID       int64  `json:"id"`
+	FullName string `json:"full_name"`
+	Owner    *struct {
+		ID int64 `json:"id"`
+	} `json:"owner"`
+}
+
+// parseRepository reads the repository a verified payload names. In modules/structs/hook.go
+// (v15.0.3) the repository payloads (push, create, release, issues, pull_request, …) carry it as
+// "repository"; ActionPayload (action_run_success, _failure, _recover) carries it inside the run,
+// as "run.repository". A name no Forgejo repository could have names nothing.
+func parseRepository(body []byte) (RepositoryEvent, bool) {
+	var p struct {
+		Repository *hookRepository `json:"repository"`
+		Run        *struct {
+			Repository *hookRepository `json:"repository"`
+		} `json:"run"`
+	}
+	if json.Unmarshal(body, &p) != nil {
+		return RepositoryEvent{}, false
+	}
+	repo := p.Repository
+	if repo == nil && p.Run != nil {
+		repo = p.Run.Repository
+	}
+	if repo == nil || !validRepoName(repo.FullName) {
+		return RepositoryEvent{}, false
+	}
+	ev := RepositoryEvent{Repository: repo.FullName, RepoID: max(repo.ID, 0)}
+	if repo.Owner != nil {
+		ev.OwnerID = max(repo.Owner.ID, 0)
+	}
+	return ev, true
 }
 
 // firstHeader returns the first non-empty value among names.

@@ -32,6 +32,19 @@ var fixedNow = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 type sink struct {
 	mu     sync.Mutex
 	events []webhook.JobEvent
+	repos  []webhook.RepositoryEvent
+}
+
+func (s *sink) HandleRepositoryEvent(_ context.Context, ev webhook.RepositoryEvent) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.repos = append(s.repos, ev)
+}
+
+func (s *sink) gotRepos() []webhook.RepositoryEvent {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.repos)
 }
 
 func (s *sink) HandleJobEvent(_ context.Context, ev webhook.JobEvent) {
@@ -345,14 +358,27 @@ func TestEventHeaderForms(t *testing.T) {
 }
 
 func TestIgnoredEvents(t *testing.T) {
-	for _, event := range []string{"push", "workflow_run_success", "action_run_failure", "workflow_job_unknown",
-		"workflow_jobs", "WORKFLOW_JOB_WAITING", ""} {
+	// Not job events, and the payload names no repository: nothing to poll.
+	for _, body := range []string{`{"ref":"refs/heads/main"}`, `{"repository":null,"package":{"id":1}}`,
+		`{"repository":{"full_name":"no-slash"}}`, `{"repository":{"full_name":"a/b/c"}}`, `{"run":{"repository":null}}`,
+		`{"repository":"acme/app"}`, `[]`} {
+		t.Run(body, func(t *testing.T) {
+			e := newEnv(t)
+			b := []byte(body)
+			expectStatus(t, e.send(t, delivery{body: b, headers: forgejoHeaders(secret, "d", "package", b)}), http.StatusOK)
+			if e.obs.count(webhook.ResultIgnoredEvent) != 1 || len(e.snk.got()) != 0 || len(e.snk.gotRepos()) != 0 {
+				t.Fatalf("want ignored, got results %v, %d job and %d repository events", e.obs.n, len(e.snk.got()), len(e.snk.gotRepos()))
+			}
+		})
+	}
+	// Event names that are not job events: a job payload with them is a repository event.
+	for _, event := range []string{"workflow_run_success", "workflow_job_unknown", "workflow_jobs", "WORKFLOW_JOB_WAITING", ""} {
 		t.Run(event, func(t *testing.T) {
 			e := newEnv(t)
 			body := jobPayload(t, webhook.ActionNewJobAttempt, "waiting")
-			expectStatus(t, e.send(t, delivery{body: body, headers: forgejoHeaders(secret, "d", event, body)}), http.StatusOK)
-			if e.obs.count(webhook.ResultIgnoredEvent) != 1 || len(e.snk.got()) != 0 {
-				t.Fatalf("want ignored, got results %v and %d events", e.obs.n, len(e.snk.got()))
+			expectStatus(t, e.send(t, delivery{body: body, headers: forgejoHeaders(secret, "d", event, body)}), http.StatusAccepted)
+			if got := e.snk.gotRepos(); len(e.snk.got()) != 0 || len(got) != 1 || got[0].Repository != "acme/app" {
+				t.Fatalf("want one repository event for acme/app, got %d job events and %+v", len(e.snk.got()), got)
 			}
 		})
 	}
@@ -369,6 +395,69 @@ func TestIgnoredEvents(t *testing.T) {
 		body := []byte(`{"ref":"refs/heads/main","job":["not","a","job"]}`)
 		expectStatus(t, e.send(t, delivery{body: body, headers: forgejoHeaders(secret, "d", "push", body)}), http.StatusOK)
 	})
+}
+
+// repositoryPayload is the repository object of Forgejo's payloads (modules/structs/repo.go
+// Repository), trimmed to a few of its fields.
+const repositoryJSON = `{"id": 7, "owner": {"id": 3, "login": "acme", "username": "acme"}, "name": "app",
+  "full_name": "acme/app", "html_url": "https://forgejo.example/acme/app", "default_branch": "main"}`
+
+// Bodies as Forgejo v15.0.3 shapes them (modules/structs/hook.go), abridged.
+var forgejo15Deliveries = map[string]string{
+	"push": `{"ref": "refs/heads/main", "before": "0000", "after": "abcd", "compare_url": "", "commits": [],
+  "total_commits": 0, "head_commit": null, "repository": ` + repositoryJSON + `, "pusher": {"id": 3}, "sender": {"id": 3}}`,
+	"pull_request_sync": `{"action": "synchronized", "number": 4, "pull_request": {"id": 11}, "repository": ` + repositoryJSON + `, "sender": {"id": 3}}`,
+	"pull_request":      `{"action": "opened", "number": 4, "pull_request": {"id": 11}, "repository": ` + repositoryJSON + `, "sender": {"id": 3}}`,
+	"create":            `{"sha": "abcd", "ref": "v1.0.0", "ref_type": "tag", "repository": ` + repositoryJSON + `, "sender": {"id": 3}}`,
+	"release":           `{"action": "published", "release": {"id": 2}, "repository": ` + repositoryJSON + `, "sender": {"id": 3}}`,
+	"issues":            `{"action": "opened", "number": 5, "issue": {"id": 21}, "repository": ` + repositoryJSON + `, "sender": {"id": 3}}`,
+	"issue_comment":     `{"action": "created", "issue": {"id": 21}, "comment": {"id": 8}, "repository": ` + repositoryJSON + `, "sender": {"id": 3}, "is_pull": false}`,
+	"pull_request_review_approved": `{"action": "reviewed", "number": 4, "pull_request": {"id": 11}, "repository": ` + repositoryJSON +
+		`, "sender": {"id": 3}, "review": {"type": "pull_request_review_approved", "content": ""}}`,
+	// ActionPayload carries the repository inside the run.
+	"action_run_success": `{"action": "success", "run": {"id": 9, "title": "ci", "repository": ` + repositoryJSON +
+		`, "status": "success"}, "prior_status": "running"}`,
+	"action_run_failure": `{"action": "failure", "run": {"id": 9, "repository": ` + repositoryJSON + `, "status": "failure"}, "prior_status": "running"}`,
+}
+
+func TestRepositoryEventsAskForAPoll(t *testing.T) {
+	for event, body := range forgejo15Deliveries {
+		t.Run(event, func(t *testing.T) {
+			e := newEnv(t)
+			b := []byte(body)
+			expectStatus(t, e.send(t, delivery{body: b, headers: forgejoHeaders(secret, "d-"+event, event, b)}), http.StatusAccepted)
+			want := []webhook.RepositoryEvent{{DeliveryID: "d-" + event, Event: event, Repository: "acme/app", RepoID: 7, OwnerID: 3, Received: fixedNow}}
+			if got := e.snk.gotRepos(); !slices.Equal(got, want) || len(e.snk.got()) != 0 {
+				t.Fatalf("repository events %+v, job events %d; want %+v", got, len(e.snk.got()), want)
+			}
+			if e.obs.count(webhook.ResultAccepted) != 1 {
+				t.Errorf("results %v, want one accepted", e.obs.n)
+			}
+			// The same delivery again asks for nothing more.
+			expectStatus(t, e.send(t, delivery{body: b, headers: forgejoHeaders(secret, "d-"+event, event, b)}), http.StatusOK)
+			if len(e.snk.gotRepos()) != 1 || e.obs.count(webhook.ResultDuplicate) != 1 {
+				t.Fatalf("a repeated delivery reached the sink: %+v, results %v", e.snk.gotRepos(), e.obs.n)
+			}
+		})
+	}
+}
+
+func TestUnverifiedRepositoryEventsTriggerNothing(t *testing.T) {
+	body := []byte(forgejo15Deliveries["push"])
+	for name, headers := range map[string]map[string]string{
+		"unsigned":     {"X-Forgejo-Event": "push", "X-Forgejo-Delivery": "d"},
+		"empty sha256": {"X-Forgejo-Event": "push", "X-Forgejo-Delivery": "d", "X-Hub-Signature-256": "sha256="},
+		"wrong secret": forgejoHeaders("not-the-secret", "d", "push", body),
+		"other body":   forgejoHeaders(secret, "d", "push", []byte(forgejo15Deliveries["create"])),
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t)
+			expectStatus(t, e.send(t, delivery{body: body, headers: headers}), http.StatusUnauthorized)
+			if len(e.snk.gotRepos()) != 0 || len(e.snk.got()) != 0 {
+				t.Fatalf("an unverified delivery reached the sink")
+			}
+		})
+	}
 }
 
 func TestReplayIsDeduplicated(t *testing.T) {

@@ -1,7 +1,10 @@
 // Package webhookpools connects the webhook receiver to the RunnerPools: it finds the secrets a
-// delivery may be signed with (the pools' webhook secrets and an operator-wide one), and hands
-// each verified job event to the jobs watcher of the pools that can see it, which turns it into
-// demand exactly as a poll would, so a webhook and a poll for the same job make one runner.
+// delivery may be signed with (the pools' webhook secrets and an operator-wide one), and turns
+// each verified delivery into work for the jobs watcher. A delivery about a repository (push,
+// pull_request, action_run_*, … : all Forgejo 15 sends) makes the watcher poll the connections
+// whose scope covers that repository; a job event (workflow_job, from newer servers) is offered
+// to the watcher, which turns it into demand exactly as a poll would. Either way a webhook and a
+// poll for the same job make one runner.
 package webhookpools
 
 import (
@@ -129,6 +132,31 @@ type Sink struct {
 	Pools   client.Reader
 	Watcher *jobwatch.Watcher
 	Log     logr.Logger
+}
+
+// HandleRepositoryEvent asks for a poll of every connection, on every Forgejo instance a pool
+// covering the repository points at, whose scope covers it. The watcher coalesces the polls, so
+// a flood of deliveries costs at most one poll per connection per window.
+func (s *Sink) HandleRepositoryEvent(ctx context.Context, ev webhook.RepositoryEvent) {
+	var pools v1alpha1.RunnerPoolList
+	if err := s.Pools.List(ctx, &pools); err != nil {
+		s.Log.Error(err, "list pools for a webhook", "delivery", ev.DeliveryID)
+		return
+	}
+	cause := "poll after webhook delivery " + webhook.SafeID(ev.DeliveryID) + " (" + ev.Event + ")"
+	repo := jobwatch.RepositoryRef{FullName: ev.Repository, ID: ev.RepoID, OwnerID: ev.OwnerID}
+	triggered := map[string]bool{}
+	asked := 0
+	for i := range pools.Items {
+		url := strings.TrimSuffix(pools.Items[i].Spec.Forgejo.URL, "/")
+		if triggered[url] || !Covers(&pools.Items[i], ev.Repository) {
+			continue
+		}
+		triggered[url] = true
+		asked += s.Watcher.Trigger(url, repo, cause)
+	}
+	s.Log.V(1).Info("webhook asked for job polls", "delivery", ev.DeliveryID, "event", ev.Event,
+		"repository", ev.Repository, "connections", asked)
 }
 
 // HandleJobEvent offers the event's job to the watcher of every Forgejo instance a pool that

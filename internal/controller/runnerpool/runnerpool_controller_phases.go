@@ -100,6 +100,9 @@ func (r *Reconciler) retireEnded(ctx context.Context, pool *v1alpha1.RunnerPool,
 			r.Watcher.Finished(client.ObjectKeyFromObject(pool), rn.Spec.Job.Handle)
 		}
 	}
+	// Forgejo 15 sends no webhook when a job's end releases the jobs that need it, so a
+	// runner's end is itself the cue to look again; the watcher coalesces these polls.
+	r.Watcher.Poll(client.ObjectKeyFromObject(pool))
 	if err := r.updateStatus(ctx, pool, status); err != nil {
 		return nil, err
 	}
