@@ -143,6 +143,28 @@ type RunnerStatus struct {
 	// cancelled, skipped), when a webhook told it.
 	// +optional
 	JobResult string `json:"jobResult,omitempty"`
+
+	// stop is set when the operator stops the runner before it ended by itself, before its
+	// pod is deleted: forgejo-runner stopped while it waits for a task exits 0, as one that ran
+	// a task does, so the end that follows is recorded as this stop, not as a job run.
+	// +optional
+	Stop *RunnerStop `json:"stop,omitempty"`
+}
+
+// RunnerStop is why and when the operator stopped a runner.
+type RunnerStop struct {
+	// reason is a short CamelCase cause, e.g. RegistrationGone.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	Reason string `json:"reason"`
+	// message explains the stop.
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	Message string `json:"message,omitempty"`
+	// outcome the runner ends with unless it turns out to have run a task.
+	Outcome RunnerOutcome `json:"outcome"`
+	// requestedAt is when the operator decided to stop the runner.
+	RequestedAt metav1.Time `json:"requestedAt"`
 }
 
 // Runner is one Forgejo runner managed by a RunnerPool.

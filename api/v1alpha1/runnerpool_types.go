@@ -384,7 +384,7 @@ type RunnerPoolSpec struct {
 }
 
 // RunnerOutcome is how a runner's life ended.
-// +kubebuilder:validation:Enum=Succeeded;Failed;NoJob;Error;Deleted
+// +kubebuilder:validation:Enum=Succeeded;Failed;NoJob;Error;Deleted;Stopped;RegistrationGone
 type RunnerOutcome string
 
 const (
@@ -399,6 +399,15 @@ const (
 	OutcomeError RunnerOutcome = "Error"
 	// OutcomeDeleted: the runner was removed before it finished, e.g. by scale-down.
 	OutcomeDeleted RunnerOutcome = "Deleted"
+	// OutcomeStopped: the runner process was stopped (SIGTERM) while it waited for a task,
+	// by the operator or by whoever deleted its pod, and ran none. forgejo-runner exits 0
+	// then, as after a task: its registration, which Forgejo deletes once an ephemeral
+	// runner's task ends, was still there.
+	OutcomeStopped RunnerOutcome = "Stopped"
+	// OutcomeRegistrationGone: the runner's Forgejo registration was deleted (by an admin, or
+	// Forgejo's cleanup) while the runner waited for a task; forgejo-runner would wait for
+	// ever, so the operator stopped it.
+	OutcomeRegistrationGone RunnerOutcome = "RegistrationGone"
 )
 
 // RunnerRecord is what the pool remembers of a runner after it is gone.

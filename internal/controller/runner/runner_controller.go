@@ -116,6 +116,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if ended(&runner) {
 		return ctrl.Result{}, r.cleanUp(ctx, fj, &runner)
 	}
+	if runner.Status.Stop != nil {
+		return r.stop(ctx, fj, &runner)
+	}
 	if err := r.ensureRegistration(ctx, fj, &pool, &runner); err != nil {
 		return ctrl.Result{}, err
 	}

@@ -212,33 +212,7 @@ func (r *Reconciler) observePod(ctx context.Context, fj *lazyForgejo, runner *v1
 		}
 		return nil
 	case corev1.PodSucceeded, corev1.PodFailed:
-		outcome, exitCode, reason := PodOutcome(pod)
-		now := metav1.NewTime(r.Now())
-		runner.Status.FinishedAt = &now
-		runner.Status.ExitCode = exitCode
-		runner.Status.Outcome = outcome
-		if r.Jobs != nil && runner.Spec.Job != nil {
-			if result, ok := r.Jobs.Result(types.NamespacedName{Namespace: runner.Namespace, Name: runner.Spec.PoolName}, runner.Spec.Job.Handle); ok {
-				runner.Status.JobResult = result
-			}
-		}
-		phase := v1alpha1.RunnerFinished
-		if outcome == v1alpha1.OutcomeFailed || outcome == v1alpha1.OutcomeError {
-			phase = v1alpha1.RunnerFailed
-		}
-		message := fmt.Sprintf("runner pod %s ended: %s", pod.Name, outcome)
-		r.Journal.Runner(runner, journal.Transition(runner, string(phase), reason, message).
-			WithDuration(journal.DurationExecution, now.Sub(r.runningSince(runner))))
-		r.podCreated.Delete(runner.UID)
-		runner.Status.Phase = phase
-		meta.SetStatusCondition(&runner.Status.Conditions, metav1.Condition{
-			Type: "Ended", Status: metav1.ConditionTrue, Reason: reason, ObservedGeneration: runner.Generation,
-			Message: message,
-		})
-		if err := r.Client.Status().Update(ctx, runner); err != nil {
-			return fmt.Errorf("record end of runner %s: %w", runner.Name, err)
-		}
-		return r.cleanUp(ctx, fj, runner)
+		return r.recordEnd(ctx, fj, runner, podEnd(pod))
 	}
 	return nil
 }
@@ -271,32 +245,6 @@ func (r *Reconciler) endUnstarted(ctx context.Context, runner *v1alpha1.Runner, 
 	}
 	r.Journal.Runner(runner, ev)
 	return nil
-}
-
-// PodOutcome reads how a finished runner pod ended from its runner container: forgejo-runner
-// exits 0 when it ran a task, 2 when it received none, anything else on error. A pod that
-// failed before its runner container ended (eviction, image pull, a failed sidecar) is Failed
-// with the pod's own reason.
-func PodOutcome(pod *corev1.Pod) (v1alpha1.RunnerOutcome, *int32, string) {
-	for _, cs := range pod.Status.ContainerStatuses {
-		if cs.Name != RunnerContainer || cs.State.Terminated == nil {
-			continue
-		}
-		code := cs.State.Terminated.ExitCode
-		switch code {
-		case ExitTaskRan:
-			return v1alpha1.OutcomeSucceeded, &code, "TaskRan"
-		case ExitNoTask:
-			return v1alpha1.OutcomeNoJob, &code, "NoTask"
-		default:
-			return v1alpha1.OutcomeFailed, &code, "RunnerError"
-		}
-	}
-	reason := pod.Status.Reason
-	if reason == "" {
-		reason = "PodFailed"
-	}
-	return v1alpha1.OutcomeFailed, nil, reason
 }
 
 // cleanUp makes sure an ended runner's registration is gone and its pod deleted; the pool

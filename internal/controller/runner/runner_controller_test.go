@@ -10,9 +10,11 @@ import (
 	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
 )
 
-func TestPodOutcome(t *testing.T) {
+// How a runner ended, from its pod, the operator's stop and what Forgejo says of its
+// registration: exit 0 is a job run only when the registration is gone.
+func TestEndOf(t *testing.T) {
 	terminated := func(code int32) *corev1.Pod {
-		return &corev1.Pod{Status: corev1.PodStatus{
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "pod"}, Status: corev1.PodStatus{
 			Phase: corev1.PodSucceeded,
 			ContainerStatuses: []corev1.ContainerStatus{
 				{Name: "other", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 9}}},
@@ -20,24 +22,46 @@ func TestPodOutcome(t *testing.T) {
 			},
 		}}
 	}
+	with := func(pod *corev1.Pod, f func(*EndInput)) EndInput {
+		in := podEnd(pod)
+		f(&in)
+		return in
+	}
+	lost := &v1alpha1.RunnerStop{Reason: "RegistrationGone", Outcome: v1alpha1.OutcomeRegistrationGone, Message: "deleted in Forgejo"}
 	cases := []struct {
 		name    string
-		pod     *corev1.Pod
+		in      EndInput
 		outcome v1alpha1.RunnerOutcome
 		reason  string
 		code    *int32
 	}{
-		{"task ran", terminated(0), v1alpha1.OutcomeSucceeded, "TaskRan", ptr(0)},
-		{"no task", terminated(2), v1alpha1.OutcomeNoJob, "NoTask", ptr(2)},
-		{"runner error", terminated(1), v1alpha1.OutcomeFailed, "RunnerError", ptr(1)},
-		{"evicted", &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodFailed, Reason: "Evicted"}}, v1alpha1.OutcomeFailed, "Evicted", nil},
-		{"failed without reason", &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodFailed}}, v1alpha1.OutcomeFailed, "PodFailed", nil},
+		{"task ran: registration gone", with(terminated(0), func(in *EndInput) { in.Registration = RegistrationGone }),
+			v1alpha1.OutcomeSucceeded, "TaskRan", ptr(0)},
+		{"exit 0 still registered: stopped while waiting", with(terminated(0), func(in *EndInput) { in.Registration = RegistrationPresent }),
+			v1alpha1.OutcomeStopped, "StoppedWhileWaiting", ptr(0)},
+		{"stopped by the operator for a lost registration", with(terminated(0), func(in *EndInput) {
+			in.Registration, in.Stop = RegistrationGone, lost
+		}), v1alpha1.OutcomeRegistrationGone, "RegistrationGone", ptr(0)},
+		{"stopped, but its job was seen running", with(terminated(0), func(in *EndInput) {
+			in.Registration, in.Stop, in.JobSeenRunning = RegistrationGone, lost, true
+		}), v1alpha1.OutcomeSucceeded, "TaskRan", ptr(0)},
+		{"stopped, exit 1 from the stop", with(terminated(1), func(in *EndInput) { in.Stop = lost }),
+			v1alpha1.OutcomeRegistrationGone, "RegistrationGone", ptr(1)},
+		{"stopped, pod gone", EndInput{Pod: "pod", Stop: lost}, v1alpha1.OutcomeRegistrationGone, "RegistrationGone", nil},
+		{"no task", podEnd(terminated(2)), v1alpha1.OutcomeNoJob, "NoTask", ptr(2)},
+		{"runner error", podEnd(terminated(1)), v1alpha1.OutcomeFailed, "RunnerError", ptr(1)},
+		{"evicted", podEnd(&corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodFailed, Reason: "Evicted"}}), v1alpha1.OutcomeFailed, "Evicted", nil},
+		{"failed without reason", podEnd(&corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodFailed}}), v1alpha1.OutcomeFailed, "PodFailed", nil},
 	}
 	for _, c := range cases {
-		outcome, code, reason := PodOutcome(c.pod)
-		if outcome != c.outcome || reason != c.reason || (code == nil) != (c.code == nil) || (code != nil && *code != *c.code) {
-			t.Errorf("%s: got %s %v %s", c.name, outcome, code, reason)
+		end := EndOf(c.in)
+		code := c.in.ExitCode
+		if end.Outcome != c.outcome || end.Reason != c.reason || (code == nil) != (c.code == nil) || (code != nil && *code != *c.code) || end.Message == "" {
+			t.Errorf("%s: got %+v, exit %v", c.name, end, code)
 		}
+	}
+	if !NeedsRegistrationCheck(ptr(0)) || NeedsRegistrationCheck(ptr(2)) || NeedsRegistrationCheck(nil) {
+		t.Error("only exit 0 needs the registration checked")
 	}
 }
 
