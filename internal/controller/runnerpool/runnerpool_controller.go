@@ -68,6 +68,10 @@ type Reconciler struct {
 	Metrics *opmetrics.Metrics
 
 	gc orphanCollector
+	// lost holds runners a listing found without their registration, until confirmed.
+	lost lostTracker
+	// idle holds the first of a row of idle looks at each warm runner.
+	idle idleLooks
 	// deleted remembers the Runners this controller deleted until the cache stops showing
 	// them: a reconcile on a stale cache must not count them, or it would delete others.
 	deleted sync.Map // types.UID -> time.Time
@@ -172,14 +176,23 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if live, err = r.endRunnersWithoutJob(ctx, &pool, status, live, demand); err != nil {
 		return reconcile.Result{}, err
 	}
-	if live, err = r.scaleDown(ctx, fj, &pool, status, live); err != nil {
+	if live, err = r.scaleDown(ctx, fj, &pool, status, live, demand); err != nil {
 		return reconcile.Result{}, err
 	}
 	if demand.Err == nil && r.gc.due(pool.UID, r.Now(), r.gcInterval()) {
-		if err := r.gc.collect(ctx, fj, &pool, registrationIDs(runners), r.orphanDeleted); err != nil {
+		listed, err := r.gc.collect(ctx, fj, &pool, registrationIDs(runners), r.orphanDeleted)
+		if err != nil {
 			// Orphans cost only a stale entry in Forgejo's list; the next pass tries again.
 			logf.FromContext(ctx).Error(err, "garbage collection of registrations")
+		} else {
+			for _, rn := range LostCandidates(live, listed) {
+				r.lost.suspect(rn.UID, r.Now())
+			}
 		}
+	}
+	lostCheckIn, err := r.stopLostRunners(ctx, fj, live)
+	if err != nil {
+		return reconcile.Result{}, err
 	}
 	retryIn := time.Duration(0)
 	if demand.Err == nil && !demand.PolledAt.IsZero() {
@@ -193,6 +206,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	result, err := r.done(r.writeStatus(ctx, &pool, status, live, demand))
 	if err == nil && retryIn > 0 && retryIn < result.RequeueAfter {
 		result.RequeueAfter = retryIn
+	}
+	if err == nil && lostCheckIn > 0 && lostCheckIn < result.RequeueAfter {
+		result.RequeueAfter = lostCheckIn
 	}
 	// Garbage collection runs in reconciles: an interval shorter than the resync is kept
 	// only if the pool is looked at that often, busy or not.

@@ -175,31 +175,52 @@ func (g *orphanCollector) due(pool types.UID, now time.Time, interval time.Durat
 }
 
 // collect runs one pass for a pool. known are the registration IDs its Runners hold.
-// deleted is told of every registration the pass deleted (or found already gone).
+// deleted is told of every registration the pass deleted (or found already gone). It decides
+// on a complete listing only (forgejo.Client.ListRunners fails rather than return a partial
+// one), and confirms each registration by id, with its uuid and marker, before deleting it.
+// It returns the ids the listing holds.
 func (g *orphanCollector) collect(ctx context.Context, fj *forgejo.Client, pool *v1alpha1.RunnerPool, known map[int64]bool,
-	deleted func(pool *v1alpha1.RunnerPool, reg forgejo.Runner, result string)) error {
+	deleted func(pool *v1alpha1.RunnerPool, reg forgejo.Runner, result string)) (map[int64]bool, error) {
 	registrations, err := fj.ListRunners(ctx, forgejo.ListOptions{})
 	if err != nil {
-		return fmt.Errorf("list registrations for garbage collection: %w", err)
+		return nil, fmt.Errorf("list registrations for garbage collection: %w", err)
+	}
+	listed := make(map[int64]bool, len(registrations))
+	for _, reg := range registrations {
+		listed[reg.ID] = true
 	}
 	marker := "pool-uid=" + string(pool.UID) + ";"
+	ours := func(reg forgejo.Runner) bool {
+		return strings.HasPrefix(reg.Description, runner.DescriptionPrefix) && strings.Contains(reg.Description, marker)
+	}
 	g.mu.Lock()
 	previous := g.suspects[pool.UID]
 	g.mu.Unlock()
 	var suspects []int64
 	for _, reg := range registrations {
-		if !strings.HasPrefix(reg.Description, runner.DescriptionPrefix) || !strings.Contains(reg.Description, marker) || known[reg.ID] {
+		if !ours(reg) || known[reg.ID] {
 			continue
 		}
 		if !slices.Contains(previous, reg.ID) {
 			suspects = append(suspects, reg.ID)
 			continue
 		}
+		// Asked again by id: the listing is seconds old, and an id is what DELETE takes.
+		got, err := fj.GetRunner(ctx, reg.ID)
+		switch {
+		case errors.Is(err, forgejo.ErrNotFound):
+			deleted(pool, reg, "already gone (Forgejo answered 404)")
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("confirm orphaned registration %s: %w", reg.UUID, err)
+		case got.UUID != reg.UUID || !ours(got):
+			continue // not the registration listed: leave it
+		}
 		result := "deleted"
 		if err := fj.DeleteRunner(ctx, reg.ID); errors.Is(err, forgejo.ErrNotFound) {
 			result = "already gone (Forgejo answered 404)"
 		} else if err != nil {
-			return fmt.Errorf("delete orphaned registration %s: %w", reg.UUID, err)
+			return nil, fmt.Errorf("delete orphaned registration %s: %w", reg.UUID, err)
 		}
 		logf.FromContext(ctx).Info("deleted orphaned registration", "uuid", reg.UUID, "name", reg.Name)
 		deleted(pool, reg, result)
@@ -207,7 +228,7 @@ func (g *orphanCollector) collect(ctx context.Context, fj *forgejo.Client, pool 
 	g.mu.Lock()
 	g.suspects[pool.UID] = suspects
 	g.mu.Unlock()
-	return nil
+	return listed, nil
 }
 
 func (g *orphanCollector) forget(pool types.UID) {
@@ -229,8 +250,11 @@ func (r *Reconciler) podEnded(ctx context.Context, rn *v1alpha1.Runner) bool {
 
 // scaleDown removes warm runners (no job) beyond minIdle that have been up longer than
 // scaleDownDelay, so a pool with no demand comes down to minIdle. Only runners waiting for a
-// job are taken; one that picked a job is busy, and one still starting is left to start.
-func (r *Reconciler) scaleDown(ctx context.Context, fj *forgejo.Client, pool *v1alpha1.RunnerPool, status *v1alpha1.RunnerPoolStatus, live []v1alpha1.Runner) ([]v1alpha1.Runner, error) {
+// job are taken, and only when Forgejo's word is safe to act on: the runner read idle on two
+// looks idleConfirmDelay apart, and no job the pool could run started running lately without
+// a runner of the pool bound to it (or waits to be taken), since a runner that has just
+// fetched a task still reads idle. One still starting is left to start.
+func (r *Reconciler) scaleDown(ctx context.Context, fj *forgejo.Client, pool *v1alpha1.RunnerPool, status *v1alpha1.RunnerPoolStatus, live []v1alpha1.Runner, demand jobwatch.Demand) ([]v1alpha1.Runner, error) {
 	delay := 5 * time.Minute
 	if d := pool.Spec.Scaling.ScaleDownDelay; d != nil {
 		delay = d.Duration
@@ -243,11 +267,14 @@ func (r *Reconciler) scaleDown(ctx context.Context, fj *forgejo.Client, pool *v1
 		}
 	}
 	surplus := warm - int(pool.Spec.Scaling.MinIdle)
+	if surplus <= 0 || demand.PolledAt.IsZero() || demand.Err != nil || MayHaveTakenAJob(pool, live, demand, now) {
+		return live, nil //nolint:nilerr // without a good poll nothing is safe to remove; the poll's error is reported elsewhere
+	}
 	var kept, removing []v1alpha1.Runner
 	for _, rn := range live {
-		idleLongEnough := rn.Spec.Job == nil && rn.Status.Phase == v1alpha1.RunnerIdle &&
+		idleLongEnough := rn.Spec.Job == nil && rn.Status.Phase == v1alpha1.RunnerIdle && rn.Status.Stop == nil &&
 			rn.Status.StartedAt != nil && now.Sub(rn.Status.StartedAt.Time) >= delay
-		if surplus > 0 && idleLongEnough && !busy(ctx, fj, &rn) {
+		if surplus > 0 && idleLongEnough && r.idle.confirmed(rn.UID, idleNow(ctx, fj, &rn), now) {
 			removing = append(removing, rn)
 			surplus--
 			continue
@@ -268,6 +295,7 @@ func (r *Reconciler) scaleDown(ctx context.Context, fj *forgejo.Client, pool *v1
 		return nil, err
 	}
 	for i := range removing {
+		r.idle.first.Delete(removing[i].UID)
 		if err := r.deleteRunner(ctx, &removing[i], "ScaledDown", scaledDownMessage); err != nil {
 			return nil, fmt.Errorf("scale down runner %s: %w", removing[i].Name, err)
 		}
@@ -278,15 +306,12 @@ func (r *Reconciler) scaleDown(ctx context.Context, fj *forgejo.Client, pool *v1
 
 const scaledDownMessage = "a warm runner above minIdle, idle longer than scaleDownDelay"
 
-// busy reports whether a warm runner has taken a job, as Forgejo sees it: deleting it now
-// would kill that job's credentials.
-func busy(ctx context.Context, fj *forgejo.Client, rn *v1alpha1.Runner) bool {
+// idleNow reports whether Forgejo shows the warm runner idle now; not knowing is no licence
+// to delete it.
+func idleNow(ctx context.Context, fj *forgejo.Client, rn *v1alpha1.Runner) bool {
 	if rn.Status.Registration == nil {
-		return true
+		return false
 	}
 	got, err := fj.GetRunner(ctx, rn.Status.Registration.ID)
-	if err != nil {
-		return true // not knowing is no licence to delete
-	}
-	return got.Status != forgejo.RunnerIdle
+	return err == nil && got.UUID == rn.Status.Registration.UUID && got.Status == forgejo.RunnerIdle
 }
