@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"maps"
 	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejosim"
 )
 
 // The figures are only as good as these helpers; the bench itself is too slow for a test.
@@ -67,31 +70,205 @@ func TestSummarizeLogGroupsErrors(t *testing.T) {
 }
 
 func TestParseFlagsPaths(t *testing.T) {
-	for args, want := range map[string][]string{"": {"poll", "webhook"}, "-paths=webhook,poll": {"webhook", "poll"}, "-paths=poll": {"poll"}} {
+	for args, want := range map[string][]string{
+		"":                    {"poll", "webhook", "chain"},
+		"-paths=webhook,poll": {"webhook", "poll"},
+		"-paths=poll":         {"poll"},
+		"-paths=chain":        {"chain"},
+	} {
 		cfg, err := parseFlags(strings.Fields(args))
 		if err != nil || !slices.Equal(cfg.paths, want) {
 			t.Errorf("parseFlags(%q) = %q, %v; want %q", args, cfg.paths, err, want)
 		}
 	}
-	for _, bad := range []string{"-paths=", "-paths=poll,poll", "-paths=hooks"} {
-		if _, err := parseFlags([]string{bad}); err == nil {
+	for _, bad := range []string{"-paths=", "-paths=poll,poll", "-paths=hooks", "-singles=-1", "-chains=0", "-paths=chain -chains=-2"} {
+		if _, err := parseFlags(strings.Fields(bad)); err == nil {
 			t.Errorf("parseFlags(%q) took it", bad)
 		}
+	}
+	// Without the chain path, -chains is not used and so not checked.
+	if _, err := parseFlags([]string{"-paths=poll", "-chains=0"}); err != nil {
+		t.Errorf("-chains=0 without the chain path: %v", err)
+	}
+}
+
+func TestParseFlagsSinglesAndChains(t *testing.T) {
+	cfg, err := parseFlags(nil)
+	if err != nil || cfg.singles != 5 || cfg.chains != 3 {
+		t.Fatalf("defaults: singles %d, chains %d, %v; want 5, 3", cfg.singles, cfg.chains, err)
+	}
+	cfg, err = parseFlags([]string{"-singles=0", "-chains=7"})
+	if err != nil || cfg.singles != 0 || cfg.chains != 7 {
+		t.Errorf("-singles=0 -chains=7: singles %d, chains %d, %v", cfg.singles, cfg.chains, err)
+	}
+}
+
+func TestQuietAfterCoversEveryFollowUp(t *testing.T) {
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	// Queued long before the end: the runner end's follow-up (2 s) is the last.
+	if got, want := quietAfter(t0, t0.Add(time.Minute)), t0.Add(time.Minute+2*time.Second+settleMargin); !got.Equal(want) {
+		t.Errorf("long job: %s, want %s", got, want)
+	}
+	// Gone a second after the push: its 5 s follow-up is the last.
+	if got, want := quietAfter(t0, t0.Add(time.Second)), t0.Add(5*time.Second+settleMargin); !got.Equal(want) {
+		t.Errorf("short job: %s, want %s", got, want)
+	}
+	// No previous push (after a burst): only the runner end counts.
+	if got, want := quietAfter(time.Time{}, t0), t0.Add(2*time.Second+settleMargin); !got.Equal(want) {
+		t.Errorf("no push: %s, want %s", got, want)
+	}
+	// Half an interval after the latest poll, if that is later than quiet.
+	if got := queueTime(t0, t0.Add(-time.Second), 5*time.Second); !got.Equal(t0.Add(4 * time.Second)) {
+		t.Errorf("queueTime = %s, want 4 s after quiet", got)
+	}
+	if got := queueTime(t0, t0.Add(-time.Minute), 5*time.Second); !got.Equal(t0) {
+		t.Errorf("queueTime = %s, want quiet itself", got)
+	}
+}
+
+func TestPushTimesMatchRunsByCommit(t *testing.T) {
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	state := forgejosim.State{
+		Runs: []forgejosim.Run{{ID: 1, CommitSHA: "aaa"}, {ID: 2, CommitSHA: "bbb"}},
+		Deliveries: []forgejosim.Delivery{
+			{HookID: 7, Event: "push", Created: t0, Payload: []byte(`{"after":"aaa"}`)},
+			{HookID: 7, Event: "action_run_success", Created: t0.Add(time.Hour), Payload: []byte(`{"after":"bbb"}`)},
+			{HookID: 8, Event: "push", Created: t0.Add(time.Minute), Payload: []byte(`{"after":"bbb"}`)},
+			{HookID: 7, Event: "push", Created: t0.Add(2 * time.Second), Payload: []byte(`{"after":"bbb"}`)},
+			{HookID: 7, Event: "push", Created: t0.Add(time.Second), Payload: []byte(`{"after":"bbb"}`)},
+			{HookID: 7, Event: "push", Created: t0, Payload: []byte(`not json`)},
+		},
+	}
+	got := pushTimes(state, 7)
+	if len(got) != 2 || !got[1].Equal(t0) || !got[2].Equal(t0.Add(time.Second)) {
+		t.Errorf("pushTimes = %v; want run 1 at t0, run 2 at t0+1s (the earliest push of hook 7)", got)
+	}
+	if got := pushTimes(state, 0); len(got) != 0 {
+		t.Errorf("no hook: %v", got)
+	}
+	j := forgejosim.Job{RunID: 3, Created: t0.Add(time.Hour)}
+	if q := queuedAt(j, got); !q.Equal(j.Created) {
+		t.Errorf("a job without a push is queued at its creation, got %s", q)
+	}
+}
+
+func TestDeliveryCountsByEventAndAnswer(t *testing.T) {
+	got := deliveryCounts([]forgejosim.Delivery{
+		{HookID: 1, Event: "push", LastStatusCode: 202},
+		{HookID: 1, Event: "push", LastStatusCode: 202},
+		{HookID: 1, Event: "push", Status: forgejosim.DeliveryFailed},
+		{HookID: 1, Event: "action_run_success", LastStatusCode: 202},
+		{HookID: 2, Event: "push", LastStatusCode: 202},
+	}, 1)
+	want := map[string]int{"push 202": 2, "push failed": 1, "action_run_success 202": 1}
+	if !maps.Equal(got, want) {
+		t.Errorf("deliveryCounts = %v, want %v", got, want)
+	}
+}
+
+func TestJobSamplesStartAtThePush(t *testing.T) {
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	jobs := []forgejosim.Job{
+		{ID: 1, RunID: 10, Handle: "h1", Created: t0, Started: t0.Add(3 * time.Second), Stopped: t0.Add(4 * time.Second), Status: forgejosim.JobSuccess},
+		{ID: 2, RunID: 20, Handle: "h2", Created: t0}, // no pod yet
+	}
+	pushAt := map[int64]time.Time{10: t0.Add(10 * time.Millisecond)}
+	byHandle := map[string]podTimes{"h1": {pods: 1, seen: t0.Add(time.Second), running: t0.Add(2 * time.Second), gone: t0.Add(5 * time.Second)}}
+	s := jobSamples(jobs, pushAt, byHandle)
+	if d := s[phQueuedPod]; len(d) != 1 || d[0] != 990*time.Millisecond {
+		t.Errorf("%s = %v, want [990ms] (from the push, and none for the job without a pod)", phQueuedPod, d)
+	}
+	if d := s[phDoneGone]; len(d) != 1 || d[0] != time.Second {
+		t.Errorf("%s = %v", phDoneGone, d)
+	}
+	ph := summarizeAll(singlePrefix, singlePhases, s)
+	if len(ph) != 3 || ph[0].Name != "one job: queued → pod seen" || ph[2].Name != "one job: queued → done" || ph[2].P50 != 3990 {
+		t.Errorf("single phases = %+v", ph)
+	}
+}
+
+func TestChainSamples(t *testing.T) {
+	t0 := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	done := forgejosim.JobSuccess
+	runs := []forgejosim.Run{
+		{ID: 1, Created: t0, Jobs: []forgejosim.Job{
+			{Name: "build", Handle: "b", Status: done, Stopped: at(2000)},
+			{Name: "test", Handle: "t", Needs: []string{"build"}, Status: done, Stopped: at(5000)},
+			{Name: "deploy", Handle: "d", Needs: []string{"test"}, Status: done, Stopped: at(9000)},
+		}},
+		// Stuck after build: no need-done sample for deploy and no chain done.
+		{ID: 2, Created: t0, Jobs: []forgejosim.Job{
+			{Name: "build", Handle: "b2", Status: done, Stopped: at(1500)},
+			{Name: "test", Handle: "t2", Needs: []string{"build"}, Status: forgejosim.JobWaiting},
+			{Name: "deploy", Handle: "d2", Needs: []string{"test"}, Status: forgejosim.JobBlocked},
+		}},
+	}
+	pushAt := map[int64]time.Time{1: at(100)}
+	byHandle := map[string]podTimes{
+		"b": {seen: at(600)}, "t": {seen: at(2300)}, "d": {seen: at(5400)},
+		"b2": {seen: at(700)},
+	}
+	s := chainSamples(runs, pushAt, byHandle)
+	if got := s[phChainFirstPod]; !slices.Equal(got, []time.Duration{500 * time.Millisecond, 700 * time.Millisecond}) {
+		t.Errorf("%s = %v (run 1 from its push, run 2 from its creation)", phChainFirstPod, got)
+	}
+	if got := s[phChainNextPod]; !slices.Equal(got, []time.Duration{300 * time.Millisecond, 400 * time.Millisecond}) {
+		t.Errorf("%s = %v", phChainNextPod, got)
+	}
+	if got := s[phChainDone]; !slices.Equal(got, []time.Duration{8900 * time.Millisecond}) {
+		t.Errorf("%s = %v", phChainDone, got)
+	}
+}
+
+func TestPodChecks(t *testing.T) {
+	jobs := []forgejosim.Job{{ID: 1, Handle: "a"}, {ID: 2, Handle: "b"}}
+	tasks := []forgejosim.Task{{JobID: 1}, {JobID: 2}, {JobID: 2}}
+	byHandle := map[string]podTimes{"a": {pods: 2}, "b": {pods: 1}, "stray": {pods: 1}, "": {pods: 2}}
+	two, without, twice := podChecks(jobs, tasks, byHandle)
+	if two != 1 || without != 3 || twice != 1 {
+		t.Errorf("podChecks = %d, %d, %d; want 1, 3, 1", two, without, twice)
 	}
 }
 
 func TestPrintResultsSideBySide(t *testing.T) {
 	all := []*results{
-		{Path: "poll", Complete: true, Phases: []phase{{Name: "queued → Running", P50: 7000}}},
-		{Path: "webhook", Complete: true, Phases: []phase{{Name: "queued → Running", P50: 300}}},
+		{Path: "poll", Complete: true, Singles: 2, SinglesJobsPolls: 4, JobsPerSecond: 3, Phases: []phase{
+			{Name: phQueuedRunning, Count: 50, P50: 7000},
+			{Name: "one job: queued → pod seen", Count: 2, P50: 5100, P95: 6100, P99: 6100},
+		}},
+		{Path: "webhook", Complete: true, Singles: 2, SinglesJobsPolls: 6, JobsPerSecond: 9, Phases: []phase{
+			{Name: phQueuedRunning, Count: 50, P50: 300},
+			{Name: "one job: queued → pod seen", Count: 2, P50: 150, P95: 180, P99: 180},
+		}},
+		{Path: "chain", Complete: true, Chains: 3, API: apiFigures{JobsPolls: 21}, Phases: []phase{
+			{Name: phChainNextPod, Count: 6, P50: 1200, P95: 1500, P99: 1500},
+		}},
 	}
 	var out bytes.Buffer
 	if err := printResults(&out, all, false); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"=== poll path ===", "=== webhook path ===", "path  poll  webhook", "queued → Running p50 ms  7000      300"} {
+	for _, want := range []string{
+		"=== poll path ===", "=== webhook path ===", "=== chain path ===",
+		"burst of 0 jobs, then 2 single jobs", "3 runs of 3 jobs (build → test → deploy",
+		"queued = the run's push delivery", "queued = the run's insertion",
+		"path  poll  webhook  chain",
+		"burst: queued → Running p50 ms  7000      300      -",
+		"one job: queued (push) → pod seen p95 ms  6100      180      -",
+		"chain: need done → next pod p99 ms     -        -   1500",
+		"burst jobs/s  3.00     9.00      -",
+		"one job: jobs polls/job   2.0      3.0      -",
+		"jobs polls (burst; chain: all runs)     0        0     21",
+	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	// No path has it: no row.
+	for _, absent := range []string{"chain: push → chain done p50", "one job: queued → done p50"} {
+		if strings.Contains(out.String(), absent) {
+			t.Errorf("output has a row %q that no path has:\n%s", absent, out.String())
 		}
 	}
 	out.Reset()

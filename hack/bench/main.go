@@ -2,12 +2,23 @@
 // program, not a timed test, so it never fails on a slow machine (DESIGN.md §6). It starts a
 // simulated cluster, the Forgejo simulator behind a request counter, the operator built from
 // this checkout as a subprocess (so its CPU time and peak memory are its own), and the runner
-// player. Then, for each of -paths in turn, it starts a fresh operator, creates a global pool in a
-// namespace of its own, queues -jobs jobs at once, and times each job through queued → runner pod
-// created → pod Running → job picked → job done, until every runner is gone and the pool deleted.
-// The poll path has the operator learn of jobs only by polling; the webhook path also has the
-// simulator deliver signed job events to the operator's webhook receiver. The figures of the
-// paths are printed one after the other and then side by side.
+// player. Then, for each of -paths in turn, it starts a fresh operator and creates a global pool in
+// a namespace of its own.
+//
+// The poll and webhook paths queue -jobs jobs at once, each its own run as a push makes it, and
+// time each job through queued → runner pod created → pod Running → job picked → job done, until
+// every runner is gone; then, with -singles, they queue one job at a time to time a job that has
+// the operator to itself. The poll path has the operator learn of jobs only by polling. The
+// webhook path is Forgejo 15's: Forgejo sends no webhook per job, only a signed push delivery per
+// run (the simulator's default), which the operator's receiver takes as a cue to poll at once, so
+// "queued" there is the push's creation.
+//
+// The chain path has an operator that polls only every 10 minutes and runs -chains runs of three
+// jobs, build → test → deploy, tied by needs:. Forgejo 15 says nothing when a need is met, so what
+// moves a chain along is the operator's poll when a runner ends; the 10-minute interval makes a
+// missed one plain to see.
+//
+// The figures of the paths are printed one after the other and then side by side.
 // `make bench` runs it; BENCH_ARGS passes flags.
 package main
 
@@ -28,7 +39,11 @@ import (
 const (
 	pathPoll    = "poll"
 	pathWebhook = "webhook"
+	pathChain   = "chain"
 )
+
+// knownPaths are the paths in the order -paths runs them by default.
+var knownPaths = []string{pathPoll, pathWebhook, pathChain}
 
 type config struct {
 	paths      []string
@@ -37,6 +52,8 @@ type config struct {
 	task       time.Duration
 	nodes      int
 	maxRunners int
+	singles    int
+	chains     int
 	timeout    time.Duration
 	jsonOut    bool
 	dir        string
@@ -63,10 +80,14 @@ func parseFlags(args []string) (config, error) {
 	var cfg config
 	var paths string
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.StringVar(&paths, "paths", pathPoll+","+pathWebhook, "Comma-separated paths to run a burst through, in order: "+
-		pathPoll+" (the operator only polls) and "+pathWebhook+" (Forgejo also sends job webhooks).")
-	fs.IntVar(&cfg.jobs, "jobs", 100, "Jobs queued at once.")
-	fs.DurationVar(&cfg.poll, "poll", 10*time.Second, "The operator's --poll-interval (at least 1s, as the operator requires).")
+	fs.StringVar(&paths, "paths", strings.Join(knownPaths, ","), "Comma-separated paths to run, in order: "+
+		pathPoll+" (a burst the operator learns of only by polling), "+
+		pathWebhook+" (a burst with Forgejo 15's push delivery per run) and "+
+		pathChain+" (build → test → deploy runs tied by needs:, polling every 10m).")
+	fs.IntVar(&cfg.jobs, "jobs", 100, "Jobs queued at once by the poll and webhook paths.")
+	fs.IntVar(&cfg.singles, "singles", 5, "After each burst, queue one job at a time this many times, each once the previous one's pod is gone (0: none).")
+	fs.IntVar(&cfg.chains, "chains", 3, "Runs of three chained jobs the chain path queues, one after the other.")
+	fs.DurationVar(&cfg.poll, "poll", 10*time.Second, "The operator's --poll-interval on the poll and webhook paths (at least 1s, as the operator requires); the chain path's is always "+chainPoll.String()+".")
 	fs.DurationVar(&cfg.task, "task", 100*time.Millisecond, "How long each simulated job runs.")
 	fs.IntVar(&cfg.nodes, "nodes", 2, "Fake nodes in the simulated cluster.")
 	fs.IntVar(&cfg.maxRunners, "max-runners", 0, "The pool's spec.scaling.maxRunners (default: -jobs, so no job waits for a slot).")
@@ -86,8 +107,8 @@ func parseFlags(args []string) (config, error) {
 	var errs []error
 	for _, p := range strings.Split(paths, ",") {
 		switch {
-		case p != pathPoll && p != pathWebhook:
-			errs = append(errs, fmt.Errorf("-paths: unknown path %q (want %s or %s)", p, pathPoll, pathWebhook))
+		case !slices.Contains(knownPaths, p):
+			errs = append(errs, fmt.Errorf("-paths: unknown path %q (want some of %s)", p, strings.Join(knownPaths, ", ")))
 		case slices.Contains(cfg.paths, p):
 			errs = append(errs, fmt.Errorf("-paths: %s named twice", p))
 		default:
@@ -96,6 +117,12 @@ func parseFlags(args []string) (config, error) {
 	}
 	if cfg.jobs < 1 || cfg.jobs > 10000 {
 		errs = append(errs, fmt.Errorf("-jobs must be within 1..10000 (the simulator's limit), got %d", cfg.jobs))
+	}
+	if cfg.singles < 0 || cfg.singles > 1000 {
+		errs = append(errs, fmt.Errorf("-singles must be within 0..1000, got %d", cfg.singles))
+	}
+	if slices.Contains(cfg.paths, pathChain) && (cfg.chains < 1 || cfg.chains > 1000) {
+		errs = append(errs, fmt.Errorf("-chains must be within 1..1000 when -paths has %s, got %d", pathChain, cfg.chains))
 	}
 	if cfg.poll < time.Second {
 		errs = append(errs, fmt.Errorf("-poll must be at least 1s, got %s", cfg.poll))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -30,9 +31,11 @@ const (
 	poolName       = "bench"
 	adminToken     = "bench-admin-token"
 	webhookSecret  = "bench-webhook-secret"
+	// benchRepo is where every path's runs are queued; the pools are global, so it is any one.
+	benchRepo = "acme/app"
 )
 
-// run sets everything up, runs one burst per path and tears everything down again. Figures are
+// run sets everything up, runs each path and tears everything down again. Figures are
 // returned even when a burst did not finish, so that a stuck run still shows how far it got.
 func run(ctx context.Context, cfg config) (all []*results, err error) {
 	root, err := cluster.RepoRoot()
@@ -98,7 +101,12 @@ func run(ctx context.Context, cfg config) (all []*results, err error) {
 	})
 
 	for _, path := range cfg.paths {
-		res, err := e.runPath(ctx, path)
+		var res *results
+		if path == pathChain {
+			res, err = e.runChains(ctx)
+		} else {
+			res, err = e.runPath(ctx, path)
+		}
 		if res != nil {
 			all = append(all, res)
 		}
@@ -109,7 +117,7 @@ func run(ctx context.Context, cfg config) (all []*results, err error) {
 	return all, nil
 }
 
-// env is what the paths' bursts share: the cluster, the simulator and its request counter.
+// env is what the paths share: the cluster, the simulator and its request counter.
 type env struct {
 	cfg        config
 	dir, bin   string
@@ -119,57 +127,102 @@ type env struct {
 	counter    *apiCounter
 }
 
-// runPath runs one burst through path with an operator of its own and a pool in a namespace of
-// its own, and deletes the pool afterwards, so that the next path starts from nothing.
-func (e *env) runPath(ctx context.Context, path string) (res *results, err error) {
-	logf("%s path: starting the operator", path)
-	ns := "bench-" + path
-	if err := e.cluster.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		return nil, fmt.Errorf("create namespace %s: %w", ns, err)
+// stage is what one path has of its own: a namespace, an operator, the simulator's hook to its
+// webhook receiver (with webhook), a pool and a watch of the pool's runner pods. Each path
+// starts from nothing, so one path's polls, runners and deliveries are never another's.
+type stage struct {
+	path string
+	ns   string
+	op   *operatorproc.Process
+	pods *podObserver
+	pool *v1alpha1.RunnerPool
+	// hookID is the simulator's hook to this operator; 0 without a webhook.
+	hookID int64
+	// before are the counters before the operator started.
+	before  apiSnapshot
+	closers []func()
+}
+
+// startStage sets up path's stage with an operator polling every poll; with webhook, the
+// simulator sends the deliveries of every repository to the operator's receiver, signed with the
+// secret the pool names. On error, what was started is stopped again.
+func (e *env) startStage(ctx context.Context, path string, poll time.Duration, webhook bool) (st *stage, err error) {
+	logf("%s path: starting the operator (--poll-interval %s)", path, poll)
+	st = &stage{path: path, ns: "bench-" + path}
+	defer func() {
+		if err != nil {
+			st.close()
+		}
+	}()
+	if err := e.cluster.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: st.ns}}); err != nil {
+		return nil, fmt.Errorf("create namespace %s: %w", st.ns, err)
 	}
 	webhookAddr := "0"
-	if path == pathWebhook {
+	if webhook {
 		if webhookAddr, err = operatorproc.FreeAddr(); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("pick the webhook receiver's address: %w", err)
 		}
+		// A system hook, as a global pool's is, with Forgejo 15's default events: a push per run.
 		hook, err := e.sim.AddHook(forgejosim.HookConfig{
 			URL: "http://" + webhookAddr + operator.WebhookPath, Secret: webhookSecret, Scope: forgejosim.InstanceScope(),
 		})
 		if err != nil {
 			return nil, fmt.Errorf("add the simulator's webhook: %w", err)
 		}
-		defer func() { _ = e.sim.RemoveHook(hook.ID) }()
+		st.hookID = hook.ID
+		st.closers = append(st.closers, func() { _ = e.sim.RemoveHook(hook.ID) })
 	}
 	// Polls before this operator starts are an earlier path's.
-	before := e.counter.snapshot()
-	op, err := startOperator(ctx, e.bin, e.dir, path, e.cluster.Kubeconfig, e.cfg.kubeconfigFlag, e.cfg.records, e.cfg.poll, webhookAddr)
+	st.before = e.counter.snapshot()
+	st.op, err = startOperator(ctx, e.bin, e.dir, path, e.cluster.Kubeconfig, e.cfg.kubeconfigFlag, e.cfg.records, poll, webhookAddr)
 	if err != nil {
 		return nil, err
 	}
-	defer op.Stop()
+	st.closers = append(st.closers, st.op.Stop)
 
-	pods, stopPods, err := watchPods(ctx, e.cluster, ns)
+	var stopPods func()
+	st.pods, stopPods, err = watchPods(ctx, e.cluster, st.ns)
 	if err != nil {
 		return nil, err
 	}
-	defer stopPods()
+	st.closers = append(st.closers, stopPods)
 
-	pool, err := createPool(ctx, e.cluster, ns, e.forgejoURL, e.cfg.maxRunners, path == pathWebhook)
+	st.pool, err = createPool(ctx, e.cluster, st.ns, e.forgejoURL, e.cfg.maxRunners, webhook)
 	if err != nil {
 		return nil, err
 	}
-	offset, err := waitForPollPhase(ctx, e.counter, before.JobsPolls, e.cfg.poll, op)
+	return st, nil
+}
+
+// close stops what startStage started, last first. The pool is left to deletePool, which needs
+// the operator still running.
+func (st *stage) close() {
+	for i := len(st.closers) - 1; i >= 0; i-- {
+		st.closers[i]()
+	}
+	st.closers = nil
+}
+
+// runPath runs one burst through path, then -singles single jobs, and deletes the pool
+// afterwards, so that the next path starts from nothing.
+func (e *env) runPath(ctx context.Context, path string) (res *results, err error) {
+	st, err := e.startStage(ctx, path, e.cfg.poll, path == pathWebhook)
+	if err != nil {
+		return nil, err
+	}
+	defer st.close()
+	offset, err := waitForPollPhase(ctx, e.counter, st.before.JobsPolls, e.cfg.poll, st.op)
 	if err != nil {
 		return nil, err
 	}
 
-	b := &burst{cfg: e.cfg, ns: ns, cluster: e.cluster, sim: e.sim, counter: e.counter, pods: pods, op: op}
-	b.opStart, err = operatorStats(op)
+	b := &burst{cfg: e.cfg, ns: st.ns, cluster: e.cluster, sim: e.sim, counter: e.counter, pods: st.pods, op: st.op, hookID: st.hookID}
+	b.opStart, err = operatorStats(st.op)
 	if err != nil {
 		return nil, err
 	}
 	b.apiStart = e.counter.snapshot()
-	queued, err := e.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}, Count: e.cfg.jobs})
+	queued, err := e.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: benchRepo, RunsOn: []string{"docker"}, Count: e.cfg.jobs})
 	if err != nil {
 		return nil, fmt.Errorf("queue %d jobs: %w", e.cfg.jobs, err)
 	}
@@ -177,17 +230,23 @@ func (e *env) runPath(ctx context.Context, path string) (res *results, err error
 	logf("%s path: queued %d jobs %s after the operator's last jobs poll", path, e.cfg.jobs, offset.Round(time.Millisecond))
 
 	waitErr := b.wait(ctx)
+	if waitErr == nil && e.cfg.singles > 0 {
+		logf("%s path: burst done; %d single jobs follow, one at a time", path, e.cfg.singles)
+		if err := b.runSingles(ctx, path); err != nil {
+			waitErr = fmt.Errorf("single jobs: %w", err)
+		}
+	}
 	res, err = b.results(path, offset)
 	if err != nil {
 		return nil, errors.Join(waitErr, err)
 	}
 	if waitErr != nil {
 		logf("where it got to: %s", b.diagnose())
-		logf("operator log: %s (%s)", op.LogPath, summarizeLog(op.LogPath))
+		logf("operator log: %s (%s)", st.op.LogPath, summarizeLog(st.op.LogPath))
 		return res, waitErr
 	}
 	// While its operator still runs, to take the finalizer off.
-	return res, deletePool(ctx, e.cluster, pool)
+	return res, deletePool(ctx, e.cluster, st.pool)
 }
 
 // createPool applies a global pool in ns with a Secret holding the simulator's admin token and the
@@ -250,20 +309,29 @@ func deletePool(ctx context.Context, c *cluster.Cluster, pool *v1alpha1.RunnerPo
 // next poll — the average over all moments it could arrive — so runs compare with each other.
 // Returns how long after the latest poll it is.
 func waitForPollPhase(ctx context.Context, counter *apiCounter, polls int, poll time.Duration, op *operatorproc.Process) (time.Duration, error) {
-	deadline := time.Now().Add(time.Minute)
-	for counter.snapshot().JobsPolls <= polls {
-		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("the operator did not list jobs within a minute of the pool's creation; see %s", op.LogPath)
-		}
-		if err := sleep(ctx, 20*time.Millisecond); err != nil {
-			return 0, fmt.Errorf("wait for the first jobs poll: %w", err)
-		}
+	if err := waitForFirstPoll(ctx, counter, polls, op); err != nil {
+		return 0, err
 	}
 	last := counter.snapshot().LastJobsPoll
 	if err := sleep(ctx, time.Until(last.Add(poll/2))); err != nil {
 		return 0, fmt.Errorf("wait for the middle of a poll interval: %w", err)
 	}
 	return time.Since(counter.snapshot().LastJobsPoll), nil
+}
+
+// waitForFirstPoll waits for the first jobs poll after polls jobs polls in all: the operator
+// has taken the pool's connection up, so a delivery now finds a connection to poll.
+func waitForFirstPoll(ctx context.Context, counter *apiCounter, polls int, op *operatorproc.Process) error {
+	deadline := time.Now().Add(time.Minute)
+	for counter.snapshot().JobsPolls <= polls {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the operator did not list jobs within a minute of the pool's creation; see %s", op.LogPath)
+		}
+		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+			return fmt.Errorf("wait for the first jobs poll: %w", err)
+		}
+	}
+	return nil
 }
 
 // burst is one queued burst of jobs and what is watched while it runs.
@@ -276,6 +344,12 @@ type burst struct {
 	pods    *podObserver
 	op      *operatorproc.Process
 	queued  []forgejosim.Job
+	// hookID is the simulator's hook to the operator's receiver; 0 on the poll path.
+	hookID int64
+	// singles are the jobs queued one at a time after the burst, and singlesPolls the jobs polls
+	// made from each one's queueing until its pod was gone, summed.
+	singles      []forgejosim.Job
+	singlesPolls int
 
 	opStart, opEnd   procStats
 	apiStart, apiEnd apiSnapshot
@@ -306,7 +380,7 @@ func (b *burst) wait(ctx context.Context) error {
 		default:
 		}
 		if done == len(want) && len(state.Runners) == 0 {
-			left, err := b.leftInCluster(ctx)
+			left, err := leftInCluster(ctx, b.cluster, b.ns)
 			if err != nil {
 				return err
 			}
@@ -335,18 +409,18 @@ func (b *burst) wait(ctx context.Context) error {
 }
 
 // leftInCluster describes the Runners, runner pods and runner token Secrets left; "" when none.
-func (b *burst) leftInCluster(ctx context.Context) (string, error) {
+func leftInCluster(ctx context.Context, c *cluster.Cluster, ns string) (string, error) {
 	var runners v1alpha1.RunnerList
-	if err := b.cluster.Client.List(ctx, &runners, client.InNamespace(b.ns)); err != nil {
+	if err := c.Client.List(ctx, &runners, client.InNamespace(ns)); err != nil {
 		return "", fmt.Errorf("list Runners: %w", err)
 	}
 	appLabel := client.MatchingLabels{runnerpod.LabelAppName: runnerpod.AppName}
 	var pods corev1.PodList
-	if err := b.cluster.Client.List(ctx, &pods, client.InNamespace(b.ns), appLabel); err != nil {
+	if err := c.Client.List(ctx, &pods, client.InNamespace(ns), appLabel); err != nil {
 		return "", fmt.Errorf("list runner pods: %w", err)
 	}
 	var secrets corev1.SecretList
-	if err := b.cluster.Client.List(ctx, &secrets, client.InNamespace(b.ns), appLabel); err != nil {
+	if err := c.Client.List(ctx, &secrets, client.InNamespace(ns), appLabel); err != nil {
 		return "", fmt.Errorf("list runner Secrets: %w", err)
 	}
 	if len(runners.Items)+len(pods.Items)+len(secrets.Items) == 0 {
@@ -355,13 +429,19 @@ func (b *burst) leftInCluster(ctx context.Context) (string, error) {
 	return fmt.Sprintf("%d Runners, %d pods, %d token Secrets", len(runners.Items), len(pods.Items), len(secrets.Items)), nil
 }
 
-// diagnose says where an unfinished burst stands, for the report of a stuck run.
+// diagnose says where an unfinished burst and its single jobs stand, for the report of a stuck
+// run.
 func (b *burst) diagnose() string {
+	return diagnose(b.sim, b.cluster, b.ns, append(slices.Clone(b.queued), b.singles...))
+}
+
+// diagnose says where the jobs queued stand and what of their runners is left in ns.
+func diagnose(sim *forgejosim.Server, c *cluster.Cluster, ns string, queued []forgejosim.Job) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	state := b.sim.State()
+	state := sim.State()
 	mine := map[int64]bool{}
-	for _, j := range b.queued {
+	for _, j := range queued {
 		mine[j.ID] = true
 	}
 	jobs := map[string]int{}
@@ -372,7 +452,7 @@ func (b *burst) diagnose() string {
 	}
 	parts := []string{"jobs " + countsString(jobs), fmt.Sprintf("%d registrations", len(state.Runners))}
 	var runners v1alpha1.RunnerList
-	if err := b.cluster.Client.List(ctx, &runners, client.InNamespace(b.ns)); err == nil {
+	if err := c.Client.List(ctx, &runners, client.InNamespace(ns)); err == nil {
 		phases := map[string]int{}
 		for _, r := range runners.Items {
 			phases[string(r.Status.Phase)]++
@@ -380,7 +460,7 @@ func (b *burst) diagnose() string {
 		parts = append(parts, fmt.Sprintf("%d Runners %s", len(runners.Items), countsString(phases)))
 	}
 	var pods corev1.PodList
-	if err := b.cluster.Client.List(ctx, &pods, client.InNamespace(b.ns),
+	if err := c.Client.List(ctx, &pods, client.InNamespace(ns),
 		client.MatchingLabels{runnerpod.LabelAppName: runnerpod.AppName}); err == nil {
 		phases := map[string]int{}
 		for _, p := range pods.Items {
