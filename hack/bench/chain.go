@@ -83,10 +83,10 @@ func (e *env) runChains(ctx context.Context) (res *results, err error) {
 // the latest jobs poll, so that its push's poll runs at once. The counters end once the last
 // run's follow-up polls are over too, so every chain is charged the same polls.
 func (e *env) chains(ctx context.Context, c *chainRun) error {
-	var prevQueued, prevGone time.Time
+	var prevGone time.Time
 	phase := jobwatch.DefaultCoalesceWindow + settleMargin
 	for i := range e.cfg.chains {
-		if err := waitQueueTime(ctx, e.counter, quietAfter(prevQueued, prevGone), phase); err != nil {
+		if err := waitQueueTime(ctx, e.counter, quietAfter(prevGone), phase); err != nil {
 			return err
 		}
 		run, err := e.sim.QueueRun(forgejosim.QueueRunRequest{
@@ -105,9 +105,9 @@ func (e *env) chains(ctx context.Context, c *chainRun) error {
 			return fmt.Errorf("chain %d (run %d): %w", i+1, run.ID, err)
 		}
 		logf("%s path: chain %d of %d done", pathChain, i+1, e.cfg.chains)
-		prevQueued, prevGone = run.Created, gone
+		prevGone = gone
 	}
-	if err := sleep(ctx, time.Until(quietAfter(prevQueued, prevGone))); err != nil {
+	if err := sleep(ctx, time.Until(quietAfter(prevGone))); err != nil {
 		return fmt.Errorf("wait for the last chain's follow-up polls: %w", err)
 	}
 	c.apiEnd = e.counter.snapshot()

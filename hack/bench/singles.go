@@ -15,17 +15,15 @@ import (
 // that a follow-up poll running late is not mistaken for the next job's.
 const settleMargin = 500 * time.Millisecond
 
-// quietAfter is when the polls that the previous job can still cause are over: the follow-ups
-// of its push delivery (queued) and of its runner's end (gone: when no Runner of it was left,
-// which the pool deletes only after it asked for the runner-end poll). A job queued before
-// then would share a poll with them, and its figure would tell of the coalescing, not of the
-// path. Zero times count as long past.
-func quietAfter(queued, gone time.Time) time.Time {
-	t := gone.Add(slices.Max(jobwatch.DefaultRunnerEndFollowUps))
-	if !queued.IsZero() {
-		t = later(t, queued.Add(slices.Max(jobwatch.DefaultFollowUps)))
-	}
-	return t.Add(settleMargin)
+// quietAfter is when the polls that the previous job (or run) can still cause are over, given
+// the moment nothing of its runners was left (gone). Its push came before that, and so did its
+// runners' ends and its run's end delivery (action_run_*, sent as its last job ends); the pool
+// asks for the runner-end poll before it deletes the Runner. Each of these asks for follow-up
+// polls, the longest after a delivery. A job queued before then would share a poll with them,
+// and its figure would tell of the coalescing, not of the path.
+func quietAfter(gone time.Time) time.Time {
+	longest := max(slices.Max(jobwatch.DefaultFollowUps), slices.Max(jobwatch.DefaultRunnerEndFollowUps))
+	return gone.Add(longest + settleMargin)
 }
 
 // queueTime is when to queue the next job: once quiet, and no sooner than phase after the
@@ -59,12 +57,10 @@ func waitQueueTime(ctx context.Context, counter *apiCounter, quiet time.Time, ph
 // the latest jobs poll, as the burst was: so a single job meets an idle operator, and on the poll
 // path waits the average half interval for its poll.
 func (b *burst) runSingles(ctx context.Context, path string) error {
-	// The burst's pushes were long before its last runner ended.
-	var prevQueued time.Time
 	prevGone := b.gone
 	bound := b.cfg.poll + 2*time.Minute
 	for i := range b.cfg.singles {
-		if err := waitQueueTime(ctx, b.counter, quietAfter(prevQueued, prevGone), b.cfg.poll/2); err != nil {
+		if err := waitQueueTime(ctx, b.counter, quietAfter(prevGone), b.cfg.poll/2); err != nil {
 			return err
 		}
 		before := b.counter.snapshot()
@@ -80,7 +76,7 @@ func (b *burst) runSingles(ctx context.Context, path string) error {
 			return fmt.Errorf("single job %d (id %d): %w", i+1, j.ID, err)
 		}
 		logf("%s path: single job %d of %d done", path, i+1, b.cfg.singles)
-		prevQueued, prevGone = j.Created, gone
+		prevGone = gone
 	}
 	return nil
 }
