@@ -38,7 +38,8 @@ type results struct {
 	Phases []phase `json:"phases"`
 
 	// Singles is how many jobs were queued one at a time after the burst; SinglesJobsPolls is
-	// the jobs polls made from each one's queueing until its pod was gone, summed.
+	// the jobs polls made from the first one's queueing until the last one's follow-up polls
+	// were over: the polls they caused, and on the poll path the periodic polls that found them.
 	Singles          int `json:"singles,omitempty"`
 	SinglesJobsPolls int `json:"singles_jobs_polls,omitempty"`
 	// Chains is how many runs of three chained jobs the chain path queued.
@@ -612,7 +613,7 @@ func (r *results) print(w io.Writer) error {
 		_, _ = fmt.Fprintf(w, "  %6d  %s\n", r.API.Endpoints[k], k)
 	}
 	if r.Singles > 0 {
-		_, _ = fmt.Fprintf(w, "one job         %.1f jobs polls per job, from its queueing until its pod was gone\n",
+		_, _ = fmt.Fprintf(w, "one job         %.1f jobs polls per job, its follow-up polls after its end included\n",
 			float64(r.SinglesJobsPolls)/float64(r.Singles))
 	}
 	if len(r.Deliveries) > 0 {

@@ -347,7 +347,7 @@ type burst struct {
 	// hookID is the simulator's hook to the operator's receiver; 0 on the poll path.
 	hookID int64
 	// singles are the jobs queued one at a time after the burst, and singlesPolls the jobs polls
-	// made from each one's queueing until its pod was gone, summed.
+	// made from the first one's queueing until the last one's follow-up polls were over.
 	singles      []forgejosim.Job
 	singlesPolls int
 

@@ -59,11 +59,14 @@ func waitQueueTime(ctx context.Context, counter *apiCounter, quiet time.Time, ph
 func (b *burst) runSingles(ctx context.Context, path string) error {
 	prevGone := b.gone
 	bound := b.cfg.poll + 2*time.Minute
+	var start apiSnapshot
 	for i := range b.cfg.singles {
 		if err := waitQueueTime(ctx, b.counter, quietAfter(prevGone), b.cfg.poll/2); err != nil {
 			return err
 		}
-		before := b.counter.snapshot()
+		if i == 0 {
+			start = b.counter.snapshot()
+		}
 		queued, err := b.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: benchRepo, RunsOn: []string{"docker"}})
 		if err != nil {
 			return fmt.Errorf("queue single job %d: %w", i+1, err)
@@ -71,13 +74,19 @@ func (b *burst) runSingles(ctx context.Context, path string) error {
 		j := queued[0]
 		b.singles = append(b.singles, j)
 		gone, err := waitGone(ctx, b.sim, b.cluster, b.ns, b.pods, []int64{j.ID}, bound)
-		b.singlesPolls += b.counter.snapshot().JobsPolls - before.JobsPolls
 		if err != nil {
 			return fmt.Errorf("single job %d (id %d): %w", i+1, j.ID, err)
 		}
 		logf("%s path: single job %d of %d done", path, i+1, b.cfg.singles)
 		prevGone = gone
 	}
+	// Every poll from the first job's queueing until the last one's follow-ups are over: the
+	// waits between the jobs end before the next periodic poll is due, so each poll counted was
+	// caused by a single job.
+	if err := sleep(ctx, time.Until(quietAfter(prevGone))); err != nil {
+		return fmt.Errorf("wait for the last single job's follow-up polls: %w", err)
+	}
+	b.singlesPolls = b.counter.snapshot().JobsPolls - start.JobsPolls
 	return nil
 }
 
