@@ -119,13 +119,19 @@ var testOptions = operator.Options{
 	GCInterval:   time.Second,
 }
 
+// testSimOptions are the Forgejo simulator's options beyond its admin token and seed: by
+// default it is Forgejo v15.0.3.
+var testSimOptions forgejosim.Options
+
 // metricsAddr is where the operator under test serves /metrics (plain HTTP); "0" serves none.
 var metricsAddr = "0"
 
 func startWorld(t *testing.T) *world {
 	t.Helper()
 	w := &world{cluster: cluster.StartForTest(t, cluster.Options{}), logs: &lockedBuffer{}}
-	w.sim, w.url = forgejosim.NewTestServer(t, forgejosim.Options{AdminToken: "admin-token", Seed: 7})
+	simOpts := testSimOptions
+	simOpts.AdminToken, simOpts.Seed = "admin-token", 7
+	w.sim, w.url = forgejosim.NewTestServer(t, simOpts)
 	logOutput.set(io.MultiWriter(testWriter{t}, w.logs))
 	t.Cleanup(func() { logOutput.set(io.Discard) })
 

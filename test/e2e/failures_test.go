@@ -162,7 +162,7 @@ func TestForgejoErrorsShowInConditionsAndThePoolRecovers(t *testing.T) {
 	if err := w.sim.SetFaults(forgejosim.Faults{Endpoints: []forgejosim.Fault{{Endpoint: forgejosim.EndpointListJobs, ErrorRate: 1, StatusCode: 503}}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually.True(t, time.Minute, "ForgejoReachable=False Unreachable", reachable(metav1.ConditionFalse, "Unreachable"))
+	eventually.True(t, time.Minute, "ForgejoReachable=False ForgejoError", reachable(metav1.ConditionFalse, "ForgejoError"))
 	if rs := w.runners(t, "errs"); len(rs) != 1 || rs[0].Name != warm {
 		t.Fatalf("runners changed while Forgejo failed: %v", rs)
 	}

@@ -362,7 +362,7 @@ func checkAudited(t *testing.T, records []audit.Record, runners int, generation 
 	webhook := false
 	for _, r := range records {
 		count[r.Action]++
-		if r.Action == audit.ActionRegistrationCreated && strings.Contains(r.Actor.Trigger, "seen by webhook delivery ") {
+		if r.Action == audit.ActionRegistrationCreated && strings.Contains(r.Actor.Trigger, "seen by poll after webhook delivery ") {
 			webhook = true
 		}
 		if r.Action == audit.ActionPoolChanged && !strings.Contains(r.Actor.Trigger, fmt.Sprintf("spec change (generation %d) by ", generation)) {

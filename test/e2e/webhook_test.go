@@ -68,8 +68,12 @@ func (w *world) allSucceeded(jobs []forgejosim.Job) func() (bool, string) {
 	}
 }
 
-// With polls an hour apart, only webhooks can bring the jobs to the operator.
-func TestWebhooksAloneServeJobs(t *testing.T) {
+// A newer server (Gitea 1.24+, a later Forgejo) also sends workflow_job events: with polls an
+// hour apart, only they can bring the jobs to the operator, and they carry the jobs' results.
+func TestJobEventsOfNewerServersServeJobs(t *testing.T) {
+	saved := testSimOptions
+	testSimOptions.JobEvents = true
+	t.Cleanup(func() { testSimOptions = saved })
 	w := startWebhookWorld(t, time.Hour)
 	w.webhookPool(t, "hooked")
 	// The pool's first poll happens when it is registered; wait for it before queueing, so
