@@ -396,7 +396,7 @@ func (w *Watcher) run(ctx context.Context, conn Connection, p *poller) {
 		w.pollOnce(ctx, conn, p, log)
 		for waiting := true; waiting; {
 			w.mu.Lock()
-			next := p.nextPollLocked(w.interval)
+			next := p.nextPollLocked(w.interval, w.trigger.Window)
 			w.mu.Unlock()
 			timer.Reset(time.Until(next))
 			select {

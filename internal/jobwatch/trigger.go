@@ -104,22 +104,26 @@ func (w *Watcher) Poll(key types.NamespacedName) {
 	}
 }
 
-// wantLocked records a poll wanted now and after each follow-up delay. A wanted time within a
-// window of one already wanted is dropped (the earlier one serves it), and none is earlier than a
-// window after the last poll began.
+// wantLocked records a poll wanted now and after each follow-up delay. Wanted polls less than a
+// window apart are one: the earlier time stands, since a poll then serves both (a later one might
+// come too late for the earlier wish). None is earlier than a window after the last poll began.
 func (w *Watcher) wantLocked(p *poller, cause string, followUps []time.Duration) {
 	now := w.now()
 	add := func(at time.Time) {
 		if earliest := p.lastStart.Add(w.trigger.Window); at.Before(earliest) {
 			at = earliest
 		}
-		for _, wp := range p.wanted {
-			if d := at.Sub(wp.at); d > -w.trigger.Window && d < w.trigger.Window {
+		defer slices.SortFunc(p.wanted, func(a, b wantedPoll) int { return a.at.Compare(b.at) })
+		for i, wp := range p.wanted {
+			switch d := at.Sub(wp.at); {
+			case d >= 0 && d < w.trigger.Window:
+				return // wanted already, a little earlier
+			case d < 0 && d > -w.trigger.Window:
+				p.wanted[i] = wantedPoll{at: at, cause: cause} // wanted a little later: bring it forward
 				return
 			}
 		}
 		p.wanted = append(p.wanted, wantedPoll{at: at, cause: cause})
-		slices.SortFunc(p.wanted, func(a, b wantedPoll) int { return a.at.Compare(b.at) })
 	}
 	add(now)
 	for _, d := range followUps {
@@ -150,12 +154,20 @@ func (p *poller) takeDueLocked(start time.Time) string {
 
 // nextPollLocked is when the poller should poll next: the first wanted poll, or a whole
 // interval after the last one.
-func (p *poller) nextPollLocked(interval time.Duration) time.Time {
+func (p *poller) nextPollLocked(interval, window time.Duration) time.Time {
 	next := p.lastStart.Add(interval)
 	if len(p.wanted) > 0 && p.wanted[0].at.Before(next) {
 		next = p.wanted[0].at
 	}
-	return next
+	// Never two polls within a window, whatever was wanted.
+	return latest(next, p.lastStart.Add(window))
+}
+
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // covers reports whether the connection's scope covers the repository. A user scope's owner is

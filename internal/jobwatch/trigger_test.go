@@ -212,3 +212,24 @@ func TestUserScopeLearnsItsOwnerFromJobs(t *testing.T) {
 	}
 	waitFor(t, "alice's connection polled", func() bool { return l.calls.Load() == 2 })
 }
+
+// A poll wanted a little before one already planned takes its place: a runner's end is not made
+// to wait for a webhook's later follow-up.
+func TestAnEarlierWishBringsAPlannedPollForward(t *testing.T) {
+	f := newTriggerFixture(t, jobwatch.TriggerOptions{Window: time.Second, FollowUps: []time.Duration{1800 * time.Millisecond},
+		RunnerEndFollowUps: []time.Duration{}})
+	l, key := f.register(t, "global", v1alpha1.ScopeGlobal, "global", "admin", forgejo.GlobalScope())
+	time.Sleep(time.Second) // past the first poll's window
+	f.watcher.Trigger(f.url, jobwatch.RepositoryRef{FullName: "acme/app"}, "webhook delivery d-1 (push)")
+	waitFor(t, "the immediate poll", func() bool { return l.calls.Load() == 2 })
+	jobs, err := f.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wanted now, so at the end of the window: before the follow-up, which it replaces.
+	f.watcher.Poll(key)
+	waitFor(t, "the job", func() bool { _, ok := f.watcher.Job(key, jobs[0].Handle); return ok })
+	if job, _ := f.watcher.Job(key, jobs[0].Handle); !strings.Contains(job.Via, "ended") {
+		t.Errorf("job seen via %q, want the runner's end, whose poll comes first", job.Via)
+	}
+}
