@@ -1,4 +1,4 @@
-package runnerpool
+package poolconn
 
 import (
 	"errors"
@@ -52,7 +52,7 @@ func TestExplainSaysWhatToFix(t *testing.T) {
 		{"server error", repo, answered(500, forgejo.EndpointListJobs, ""), "ForgejoError", []string{"500"}},
 		{"bad request", repo, answered(422, forgejo.EndpointListJobs, "invalid"), "ForgejoError", []string{"422", "invalid"}},
 	} {
-		reason, msg := explain(tc.pool, tc.err)
+		reason, msg := Explain(tc.pool, tc.err)
 		if reason != tc.reason {
 			t.Errorf("%s: reason %s, want %s (%s)", tc.name, reason, tc.reason, msg)
 		}
@@ -62,7 +62,7 @@ func TestExplainSaysWhatToFix(t *testing.T) {
 			}
 		}
 	}
-	if reason, _ := explain(repo, &forgejo.TransportError{Endpoint: forgejo.EndpointListJobs, Err: errors.New("connection refused")}); reason != "Unreachable" {
+	if reason, _ := Explain(repo, &forgejo.TransportError{Endpoint: forgejo.EndpointListJobs, Err: errors.New("connection refused")}); reason != "Unreachable" {
 		t.Errorf("no answer at all: reason %s, want Unreachable", reason)
 	}
 }

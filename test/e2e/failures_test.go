@@ -517,3 +517,52 @@ func TestRejectedPodEndsItsRunnerWithTheReason(t *testing.T) {
 		return n == 0, fmt.Sprintf("%d registrations", n)
 	})
 }
+
+// A token that may list jobs (read:admin) but not register runners (write:admin) must not leave
+// the pool looking healthy while no runner starts: ForgejoReachable names the missing scope, and
+// the pool recovers once the token is replaced.
+func TestTokenThatCannotRegisterSaysWhatToFix(t *testing.T) {
+	w := startWorld(t)
+	readOnly, err := w.sim.CreateToken(forgejosim.Scope{Kind: forgejosim.ScopeInstance, TokenScopes: []string{"read:admin"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.createPool(t, "readonly", nil)
+	secret := &corev1.Secret{}
+	if err := w.cluster.Client.Get(t.Context(), client.ObjectKey{Namespace: "default", Name: "readonly-token"}, secret); err != nil {
+		t.Fatal(err)
+	}
+	secret.Data = map[string][]byte{"token": []byte(readOnly)}
+	if err := w.cluster.Client.Update(t.Context(), secret); err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := w.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	condition := func(status metav1.ConditionStatus, reason string) func() (bool, string) {
+		return func() (bool, string) {
+			c := meta.FindStatusCondition(w.pool(t, "readonly").Status.Conditions, runnerpool.ConditionForgejoReachable)
+			if c == nil {
+				return false, "no condition"
+			}
+			return c.Status == status && c.Reason == reason, fmt.Sprintf("%s %s: %s", c.Status, c.Reason, c.Message)
+		}
+	}
+	eventually.True(t, time.Minute, "ForgejoReachable=False TokenScopeMissing", condition(metav1.ConditionFalse, "TokenScopeMissing"))
+	c := meta.FindStatusCondition(w.pool(t, "readonly").Status.Conditions, runnerpool.ConditionForgejoReachable)
+	if !strings.Contains(c.Message, "registering runners") || !strings.Contains(c.Message, "write:admin") ||
+		!strings.Contains(c.Message, "readonly-token") || strings.Contains(c.Message, readOnly) {
+		t.Errorf("message %q should say registering failed, name write:admin and the Secret, and never the token", c.Message)
+	}
+	if ready := meta.FindStatusCondition(w.pool(t, "readonly").Status.Conditions, runnerpool.ConditionReady); ready == nil || ready.Status != metav1.ConditionFalse {
+		t.Errorf("pool Ready %+v while no runner can be registered", ready)
+	}
+
+	secret.Data = map[string][]byte{"token": []byte("admin-token")}
+	if err := w.cluster.Client.Update(t.Context(), secret); err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, 2*time.Minute, "the job to succeed with the new token", w.allSucceeded(jobs))
+	eventually.True(t, time.Minute, "ForgejoReachable=True again", condition(metav1.ConditionTrue, "JobsListed"))
+}

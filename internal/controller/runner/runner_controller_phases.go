@@ -20,11 +20,17 @@ import (
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/audit"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejo"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/journal"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/poolconn"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/runnerpod"
 )
 
 // ConditionDeregistered is True once the runner's Forgejo registration is known to be gone.
 const ConditionDeregistered = "Deregistered"
+
+// ConditionRegistered is False, with what to fix, while Forgejo refuses to register the runner
+// (a token that may list jobs but not register runners, say), and True once it is registered.
+// The pool reports it in its ForgejoReachable condition.
+const ConditionRegistered = "Registered"
 
 // RunnerContainer is the container whose exit code is the runner's.
 const RunnerContainer = "runner"
@@ -78,8 +84,17 @@ func (r *Reconciler) ensureRegistration(ctx context.Context, fj *lazyForgejo, po
 	r.registering.Store(runner.UID, true)
 	reg, err := c.RegisterRunner(ctx, RegistrationName(runner), Description(pool, runner), runner.Spec.Mode == v1alpha1.ModeEphemeral)
 	if err != nil {
-		return fmt.Errorf("register runner %s: %w", runner.Name, err)
+		err = fmt.Errorf("register runner %s: %w", runner.Name, err)
+		if refused(err) {
+			reason, message := poolconn.Explain(pool, err)
+			if serr := r.setRegisteredCondition(ctx, runner, metav1.ConditionFalse, reason, message); serr != nil {
+				return errors.Join(err, serr)
+			}
+		}
+		return err
 	}
+	meta.SetStatusCondition(&runner.Status.Conditions, metav1.Condition{Type: ConditionRegistered, Status: metav1.ConditionTrue,
+		Reason: "Registered", Message: "registered with Forgejo", ObservedGeneration: runner.Generation})
 	r.audit(runner, audit.ActionRegistrationCreated, "registration.created:"+reg.UUID,
 		fmt.Sprintf("registration %d (uuid %s, name %s)", reg.ID, reg.UUID, RegistrationName(runner)), createdBy(runner))
 	secret, err := runnerpod.BuildSecret(pool, runner, reg.Token)
@@ -104,6 +119,28 @@ func (r *Reconciler) ensureRegistration(ctx context.Context, fj *lazyForgejo, po
 	runner.Status.ObservedGeneration = runner.Generation
 	if err := r.Client.Status().Update(ctx, runner); err != nil {
 		return fmt.Errorf("record registration of runner %s: %w", runner.Name, err)
+	}
+	return nil
+}
+
+// refused reports whether Forgejo answered a registration with a refusal the user has to fix
+// (401, 403, 404), rather than failing to answer.
+func refused(err error) bool {
+	if _, ok := forgejo.Deny(err); ok {
+		return true
+	}
+	return errors.Is(err, forgejo.ErrUnauthorized) || errors.Is(err, forgejo.ErrNotFound) || errors.Is(err, forgejo.ErrScopeNotVisible)
+}
+
+// setRegisteredCondition records why the runner is not registered, if that changed; the status
+// update is what tells the pool.
+func (r *Reconciler) setRegisteredCondition(ctx context.Context, runner *v1alpha1.Runner, status metav1.ConditionStatus, reason, message string) error {
+	if !meta.SetStatusCondition(&runner.Status.Conditions, metav1.Condition{Type: ConditionRegistered, Status: status,
+		Reason: reason, Message: message, ObservedGeneration: runner.Generation}) {
+		return nil
+	}
+	if err := r.Client.Status().Update(ctx, runner); err != nil {
+		return fmt.Errorf("record registration refusal of runner %s: %w", runner.Name, err)
 	}
 	return nil
 }
