@@ -45,6 +45,18 @@ func (w *world) pool(t *testing.T, name string) *v1alpha1.RunnerPool {
 	return &pool
 }
 
+// reachable is a condition for eventually.True: the pool's ForgejoReachable has the status and
+// reason.
+func (w *world) reachable(t *testing.T, pool string, status metav1.ConditionStatus, reason string) func() (bool, string) {
+	return func() (bool, string) {
+		c := meta.FindStatusCondition(w.pool(t, pool).Status.Conditions, runnerpool.ConditionForgejoReachable)
+		if c == nil {
+			return false, "no condition"
+		}
+		return c.Status == status && c.Reason == reason, fmt.Sprintf("%s %s: %s", c.Status, c.Reason, c.Message)
+	}
+}
+
 func (w *world) leftovers(t *testing.T, pool string) (registrations, runners, pods int) {
 	t.Helper()
 	var podList corev1.PodList
@@ -119,14 +131,8 @@ func TestForgejoErrorsShowInConditionsAndThePoolRecovers(t *testing.T) {
 	if err := w.cluster.Client.Update(t.Context(), secret); err != nil {
 		t.Fatal(err)
 	}
-	reachable := func(wantStatus metav1.ConditionStatus, wantReason string) func() (bool, string) {
-		return func() (bool, string) {
-			c := meta.FindStatusCondition(w.pool(t, "errs").Status.Conditions, runnerpool.ConditionForgejoReachable)
-			if c == nil {
-				return false, "no condition"
-			}
-			return c.Status == wantStatus && c.Reason == wantReason, fmt.Sprintf("%s %s: %s", c.Status, c.Reason, c.Message)
-		}
+	reachable := func(status metav1.ConditionStatus, reason string) func() (bool, string) {
+		return w.reachable(t, "errs", status, reason)
 	}
 	eventually.True(t, time.Minute, "ForgejoReachable=False Unauthorized", reachable(metav1.ConditionFalse, "Unauthorized"))
 	if c := meta.FindStatusCondition(w.pool(t, "errs").Status.Conditions, runnerpool.ConditionReady); c == nil || c.Status != metav1.ConditionFalse {
@@ -251,8 +257,9 @@ func TestOperatorRestartMidBurstDuplicatesAndLeaksNothing(t *testing.T) {
 func TestFailedRunnerIsReplacedWithBackoff(t *testing.T) {
 	w := startWorld(t)
 	w.createPool(t, "retry", nil)
-	// Forgejo refuses the bound fetch: every runner for the job fails (exit 1).
-	if err := w.sim.SetFaults(forgejosim.Faults{Endpoints: []forgejosim.Fault{{Endpoint: forgejosim.EndpointFetchSingleTask, ErrorRate: 1, StatusCode: 401}}}); err != nil {
+	// Forgejo refuses the runner's Declare: every runner for the job fails (exit 1). A refused
+	// fetch would not do: forgejo-runner one-job --wait retries every fetch error.
+	if err := w.sim.SetFaults(forgejosim.Faults{Endpoints: []forgejosim.Fault{{Endpoint: forgejosim.EndpointDeclare, ErrorRate: 1, StatusCode: 500}}}); err != nil {
 		t.Fatal(err)
 	}
 	jobs, err := w.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}})
@@ -355,15 +362,7 @@ func TestScopeAndVersionProblemsSayWhatToFix(t *testing.T) {
 	if err := w.cluster.Client.Update(t.Context(), secret); err != nil {
 		t.Fatal(err)
 	}
-	reason := func(want string) func() (bool, string) {
-		return func() (bool, string) {
-			c := meta.FindStatusCondition(w.pool(t, "scoped").Status.Conditions, runnerpool.ConditionForgejoReachable)
-			if c == nil {
-				return false, "no condition"
-			}
-			return c.Status == metav1.ConditionFalse && c.Reason == want, fmt.Sprintf("%s %s: %s", c.Status, c.Reason, c.Message)
-		}
-	}
+	reason := func(want string) func() (bool, string) { return w.reachable(t, "scoped", metav1.ConditionFalse, want) }
 	// A token for another repository sees nothing of acme/app: Forgejo 15 answers 404.
 	eventually.True(t, time.Minute, "ScopeNotVisible", reason("ScopeNotVisible"))
 	c := meta.FindStatusCondition(w.pool(t, "scoped").Status.Conditions, runnerpool.ConditionForgejoReachable)
@@ -541,13 +540,7 @@ func TestTokenThatCannotRegisterSaysWhatToFix(t *testing.T) {
 		t.Fatal(err)
 	}
 	condition := func(status metav1.ConditionStatus, reason string) func() (bool, string) {
-		return func() (bool, string) {
-			c := meta.FindStatusCondition(w.pool(t, "readonly").Status.Conditions, runnerpool.ConditionForgejoReachable)
-			if c == nil {
-				return false, "no condition"
-			}
-			return c.Status == status && c.Reason == reason, fmt.Sprintf("%s %s: %s", c.Status, c.Reason, c.Message)
-		}
+		return w.reachable(t, "readonly", status, reason)
 	}
 	eventually.True(t, time.Minute, "ForgejoReachable=False TokenScopeMissing", condition(metav1.ConditionFalse, "TokenScopeMissing"))
 	c := meta.FindStatusCondition(w.pool(t, "readonly").Status.Conditions, runnerpool.ConditionForgejoReachable)
