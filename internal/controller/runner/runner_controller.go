@@ -52,6 +52,9 @@ type Reconciler struct {
 	podCreated sync.Map // types.UID -> time.Time
 	// registering holds the Runners this process has tried to register, until they go.
 	registering sync.Map // types.UID -> bool
+	// registrationGone holds the Runners whose registration Forgejo was seen not to have when
+	// their end was recorded, so deregistering them asks Forgejo nothing more.
+	registrationGone sync.Map // types.UID -> bool
 }
 
 // JobSource is what the Runner controller asks about a runner's job; *jobwatch.Watcher is one.

@@ -123,9 +123,11 @@ func (r *Reconciler) registrationState(ctx context.Context, fj *lazyForgejo, run
 		return RegistrationPresent, nil
 	}
 	if err == nil {
+		r.registrationGone.Store(runner.UID, true)
 		return RegistrationGone, nil // the id names another runner: ours is gone
 	}
 	if err = c.ClassifyNotFound(ctx, err); errors.Is(err, forgejo.ErrGone) {
+		r.registrationGone.Store(runner.UID, true)
 		return RegistrationGone, nil
 	}
 	return RegistrationNotChecked, fmt.Errorf("check registration %s of runner %s: %w", reg.UUID, runner.Name, err)

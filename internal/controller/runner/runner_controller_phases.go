@@ -349,25 +349,49 @@ func (r *Reconciler) deregister(ctx context.Context, fj *lazyForgejo, runner *v1
 		}
 		reg = &v1alpha1.Registration{ID: id, UUID: uuid, Name: RegistrationName(runner)}
 	}
-	c, err := fj.get()
+	result, err := r.deleteRegistration(ctx, fj, runner, reg)
 	if err != nil {
 		return err
 	}
-	err = c.DeleteRunner(ctx, reg.ID)
-	result := "deleted"
-	if errors.Is(err, forgejo.ErrNotFound) {
-		// Forgejo deletes an ephemeral runner once its task is done; recorded all the same, so
-		// every registration created has its end on record.
-		result, err = "already gone (Forgejo answered 404)", nil
-	}
-	if err != nil {
-		return fmt.Errorf("delete registration %s of runner %s: %w", reg.UUID, runner.Name, err)
-	}
+	r.registrationGone.Delete(runner.UID)
 	rec := r.auditRecord(runner, audit.ActionRegistrationDeleted, "registration.deleted:"+reg.UUID,
 		fmt.Sprintf("registration %d (uuid %s, name %s)", reg.ID, reg.UUID, reg.Name), trigger)
 	rec.Details["result"] = result
 	r.Journal.Audit(rec)
 	return nil
+}
+
+// deleteRegistration deletes the registration only once Forgejo shows it under its id with the
+// UUID Forgejo gave the operator: the id is read from the Runner's status or its Secret's
+// annotations, which anyone allowed to edit them could point at another runner of the scope. It
+// returns what happened, for the audit log. Forgejo deletes an ephemeral runner once its task is done, so "already gone" is
+// the common end; it is recorded all the same, so every registration created has its end on
+// record.
+func (r *Reconciler) deleteRegistration(ctx context.Context, fj *lazyForgejo, runner *v1alpha1.Runner, reg *v1alpha1.Registration) (string, error) {
+	if _, gone := r.registrationGone.Load(runner.UID); gone {
+		return "already gone (Forgejo did not have it when the runner ended)", nil
+	}
+	c, err := fj.get()
+	if err != nil {
+		return "", err
+	}
+	got, err := c.GetRunner(ctx, reg.ID)
+	switch {
+	case errors.Is(err, forgejo.ErrNotFound):
+		return "already gone (Forgejo answered 404)", nil
+	case err != nil:
+		return "", fmt.Errorf("read registration %d of runner %s before deleting it: %w", reg.ID, runner.Name, err)
+	case got.UUID != reg.UUID:
+		return fmt.Sprintf("already gone (id %d names another runner, uuid %s: not deleted)", reg.ID, got.UUID), nil
+	}
+	err = c.DeleteRunner(ctx, reg.ID)
+	if errors.Is(err, forgejo.ErrNotFound) {
+		return "already gone (Forgejo answered 404)", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("delete registration %s of runner %s: %w", reg.UUID, runner.Name, err)
+	}
+	return "deleted", nil
 }
 
 // RegistrationName is the runner's name in Forgejo: namespace and Runner name, so that a
