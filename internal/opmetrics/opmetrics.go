@@ -22,17 +22,18 @@ import (
 
 // Metric names.
 const (
-	RegistrationDuration = "forgejo_runner_operator_runner_registration_duration_seconds"
-	StartupDuration      = "forgejo_runner_operator_runner_startup_duration_seconds"
-	Lifetime             = "forgejo_runner_operator_runner_lifetime_seconds"
-	Outcomes             = "forgejo_runner_operator_runner_outcomes_total"
-	OrphansCollected     = "forgejo_runner_operator_orphaned_registrations_collected_total"
-	RecordWriteErrors    = "forgejo_runner_operator_record_write_errors_total"
-	AuditLogRecords      = "forgejo_runner_operator_audit_log_records"
-	Runners              = "forgejo_runner_operator_runners"
-	PendingJobs          = "forgejo_runner_operator_pending_jobs"
-	PoolReady            = "forgejo_runner_operator_pool_ready"
-	OldestUnstarted      = "forgejo_runner_operator_runner_oldest_unstarted_seconds"
+	RegistrationDuration     = "forgejo_runner_operator_runner_registration_duration_seconds"
+	StartupDuration          = "forgejo_runner_operator_runner_startup_duration_seconds"
+	Lifetime                 = "forgejo_runner_operator_runner_lifetime_seconds"
+	Outcomes                 = "forgejo_runner_operator_runner_outcomes_total"
+	OrphansCollected         = "forgejo_runner_operator_orphaned_registrations_collected_total"
+	DeregistrationsAbandoned = "forgejo_runner_operator_deregistrations_abandoned_total"
+	RecordWriteErrors        = "forgejo_runner_operator_record_write_errors_total"
+	AuditLogRecords          = "forgejo_runner_operator_audit_log_records"
+	Runners                  = "forgejo_runner_operator_runners"
+	PendingJobs              = "forgejo_runner_operator_pending_jobs"
+	PoolReady                = "forgejo_runner_operator_pool_ready"
+	OldestUnstarted          = "forgejo_runner_operator_runner_oldest_unstarted_seconds"
 )
 
 // DurationBuckets suit CI work: from a tenth of a second (a registration, a warm start) to four
@@ -43,6 +44,21 @@ var DurationBuckets = prometheus.ExponentialBucketsRange(0.1, 4*3600, 16)
 var AllOutcomes = []v1alpha1.RunnerOutcome{
 	v1alpha1.OutcomeSucceeded, v1alpha1.OutcomeFailed, v1alpha1.OutcomeNoJob, v1alpha1.OutcomeError, v1alpha1.OutcomeDeleted,
 }
+
+// Why a Runner's deregistration was given up at its deadline: the values of the reason label of
+// DeregistrationsAbandoned.
+const (
+	// AbandonedTokenUnavailable: the pool's token Secret could not be read (deleted with its
+	// namespace, say) and no token was remembered.
+	AbandonedTokenUnavailable = "TokenUnavailable"
+	// AbandonedPoolGone: the Runner's RunnerPool no longer exists.
+	AbandonedPoolGone = "PoolGone"
+	// AbandonedForgejoError: Forgejo refused or failed every attempt.
+	AbandonedForgejoError = "ForgejoError"
+)
+
+// AbandonReasons are every value of the reason label, each counted from zero for every pool.
+var AbandonReasons = []string{AbandonedTokenUnavailable, AbandonedPoolGone, AbandonedForgejoError}
 
 // Phases are the runner phases the runners gauge reports, each pool showing every one (0 when
 // empty), so a query over a phase never finds nothing.
@@ -59,11 +75,15 @@ type Metrics struct {
 	lifetime     *prometheus.HistogramVec
 	outcomes     *prometheus.CounterVec
 	orphans      *prometheus.CounterVec
+	abandoned    *prometheus.CounterVec
 	writeErrors  *prometheus.CounterVec
 	auditRecords prometheus.Gauge
 
 	auditMu   sync.Mutex
 	auditHead uint64
+	// abandonedIn holds the pools ([2]string{namespace, pool}) with an abandoned deregistration
+	// counted: their series outlive the pool.
+	abandonedIn sync.Map
 }
 
 // New registers the metrics on reg. cache is what the gauges of runners and pools are read from
@@ -94,6 +114,10 @@ func New(reg prometheus.Registerer, cache client.Reader) (*Metrics, error) {
 			Name: OrphansCollected,
 			Help: "Registrations with the pool's marker but no Runner, deleted by garbage collection.",
 		}, pool),
+		abandoned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: DeregistrationsAbandoned,
+			Help: "Runners let go at their deregistration deadline with their Forgejo registration possibly left behind, by reason (TokenUnavailable, PoolGone, ForgejoError).",
+		}, []string{"namespace", "pool", "reason"}),
 		writeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: RecordWriteErrors,
 			Help: "Failed appends to the lifecycle event log (log=events) or the audit log (log=audit).",
@@ -112,7 +136,7 @@ func New(reg prometheus.Registerer, cache client.Reader) (*Metrics, error) {
 			return nil, err
 		}
 	}
-	for _, c := range []**prometheus.CounterVec{&m.outcomes, &m.orphans, &m.writeErrors} {
+	for _, c := range []**prometheus.CounterVec{&m.outcomes, &m.orphans, &m.abandoned, &m.writeErrors} {
 		if *c, err = promreg.Register(reg, *c); err != nil {
 			return nil, err
 		}
@@ -160,19 +184,37 @@ func (m *Metrics) PoolSeen(namespace, pool string) {
 		m.outcomes.WithLabelValues(namespace, pool, string(outcome))
 	}
 	m.orphans.WithLabelValues(namespace, pool)
+	for _, reason := range AbandonReasons {
+		m.abandoned.WithLabelValues(namespace, pool, reason)
+	}
 }
 
-// PoolGone drops a deleted pool's series.
+// PoolGone drops a deleted pool's series, but for the abandoned deregistrations: a pool's
+// last runners are often the ones let go, just before the pool goes, and the increase must stay
+// for Prometheus to see.
 func (m *Metrics) PoolGone(namespace, pool string) {
 	labels := prometheus.Labels{"namespace": namespace, "pool": pool}
 	for _, v := range []interface{ DeletePartialMatch(prometheus.Labels) int }{m.registration, m.startup, m.lifetime, m.outcomes, m.orphans} {
 		v.DeletePartialMatch(labels)
+	}
+	if _, counted := m.abandonedIn.Load([2]string{namespace, pool}); !counted {
+		m.abandoned.DeletePartialMatch(labels)
 	}
 }
 
 // OrphanCollected counts one orphaned registration deleted for the pool.
 func (m *Metrics) OrphanCollected(namespace, pool string) {
 	m.orphans.WithLabelValues(namespace, pool).Inc()
+}
+
+// DeregistrationAbandoned counts a Runner of the pool let go at its deregistration deadline, for
+// one of AbandonReasons.
+func (m *Metrics) DeregistrationAbandoned(namespace, pool, reason string) {
+	if m == nil {
+		return
+	}
+	m.abandonedIn.Store([2]string{namespace, pool}, true)
+	m.abandoned.WithLabelValues(namespace, pool, reason).Inc()
 }
 
 // RecordWriteFailed counts a failed append to the "events" or "audit" log.

@@ -203,13 +203,50 @@ func TestAPoolsCountersStartAtZeroAndGoWithIt(t *testing.T) {
 		return n
 	}
 	m.PoolSeen("ci", "linux")
-	if got, want := series(), len(opmetrics.AllOutcomes)+1; got != want {
-		t.Fatalf("%d series for a new pool, want %d (every outcome and the orphans at 0)", got, want)
+	if got, want := series(), len(opmetrics.AllOutcomes)+1+len(opmetrics.AbandonReasons); got != want {
+		t.Fatalf("%d series for a new pool, want %d (every outcome, the orphans and every abandon reason at 0)", got, want)
 	}
 	m.ObserveRetired("ci", "linux", v1alpha1.OutcomeFailed, time.Minute)
 	m.PoolGone("ci", "linux")
 	if got := series(); got != 0 {
 		t.Fatalf("%d series left after the pool is gone", got)
+	}
+}
+
+// A pool's last runners are the ones most likely let go at their deadline, just before the pool
+// goes: the increase must outlive the pool, or no alert would ever see it.
+func TestAbandonedDeregistrationsOutliveTheirPool(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := opmetrics.New(reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.PoolSeen("ci", "linux")
+	m.DeregistrationAbandoned("ci", "linux", opmetrics.AbandonedTokenUnavailable)
+	m.PoolGone("ci", "linux")
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		if f.GetName() != opmetrics.DeregistrationsAbandoned {
+			continue
+		}
+		for _, metric := range f.GetMetric() {
+			var labels []string
+			for _, l := range metric.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			got[strings.Join(labels, ",")] = metric.GetCounter().GetValue()
+		}
+	}
+	want := map[string]float64{
+		"namespace=ci,pool=linux,reason=ForgejoError": 0, "namespace=ci,pool=linux,reason=PoolGone": 0,
+		"namespace=ci,pool=linux,reason=TokenUnavailable": 1,
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("abandoned deregistrations after the pool is gone %v, want %v", got, want)
 	}
 }
 
