@@ -231,14 +231,9 @@ func (s *Server) scopeRoutes() []scopeRoute {
 			if !c.hasToken {
 				return target{}, errTokenRequired, false
 			}
-			// The routes act on the token's user; every token of this model that passes the
-			// user scope check belongs to an instance administrator or a user.
-			name := AdminUserName
-			if c.sc.Kind == ScopeUser {
-				name = c.sc.Owner
-			}
-			o := s.findOwnerLocked(name)
-			if o == nil || o.kind != ownerUser {
+			// The routes act on the token's user.
+			o := s.tokenUserLocked(c.sc)
+			if o == nil {
 				return target{}, notFound(), false
 			}
 			return target{ownerID: o.id}, apiResponse{}, true
@@ -266,14 +261,28 @@ func (s *Server) routeAPI() {
 	admin := s.scopeRoutes()[0]
 	s.mux.Handle("GET /api/v1/admin/runners/jobs", s.api(EndpointListJobs, admin, s.listJobs))
 	s.mux.Handle("GET /api/v1/admin/runners/registration-token", s.api(EndpointRegistrationToken, admin, s.registrationToken))
+	s.routeAccounts()
 	s.mux.Handle("/api/v1/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s.writeAPI(w, r, notFound())
 	}))
 }
 
-// api wraps a runner route: fault injection, then an unknown token (401), then the route group's
-// token scope (403), then the route's own checks (see scopeRoutes).
+// api wraps a runner route: the token checks of guarded, then the route's own checks (see
+// scopeRoutes).
 func (s *Server) api(endpoint string, sr scopeRoute, h func(*http.Request, target) apiResponse) http.Handler {
+	return s.guarded(endpoint, sr.category, func(r *http.Request, c caller) apiResponse {
+		t, deny, ok := sr.resolve(r, c)
+		if !ok {
+			return deny
+		}
+		return h(r, t)
+	})
+}
+
+// guarded wraps a REST route whose group requires token scope category: fault injection, then an
+// unknown token (401, apiAuthentication), then the token scope (403, tokenRequiresScopes: read
+// for GET, write otherwise), then serve, with s.mu held.
+func (s *Server) guarded(endpoint, category string, serve func(*http.Request, caller) apiResponse) http.Handler {
 	return s.withFaults(endpoint, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		token := requestToken(r)
 		level := "read"
@@ -288,14 +297,10 @@ func (s *Server) api(endpoint string, sr scopeRoute, h func(*http.Request, targe
 		switch {
 		case c.hasToken && !known:
 			resp = errorResponse(http.StatusUnauthorized, "invalid username, password or token")
-		case c.hasToken && !sc.hasTokenScope(level, sr.category):
-			resp = errorResponse(http.StatusForbidden, "token does not have at least one of required scope(s): [%s:%s]", level, sr.category)
+		case c.hasToken && !sc.hasTokenScope(level, category):
+			resp = errorResponse(http.StatusForbidden, "token does not have at least one of required scope(s): [%s:%s]", level, category)
 		default:
-			if t, deny, ok := sr.resolve(r, c); ok {
-				resp = h(r, t)
-			} else {
-				resp = deny
-			}
+			resp = serve(r, c)
 		}
 		s.mu.Unlock()
 		s.writeAPI(w, r, resp)

@@ -268,6 +268,9 @@ type owner struct {
 	name    string
 	kind    ownerKind
 	created time.Time
+	// visibility is public, limited or private (structs.VisibleType); public unless changed with
+	// SetOrganizationVisibility, as Forgejo's DEFAULT_ORG_VISIBILITY and users default to.
+	visibility string
 }
 
 type repository struct {
@@ -296,7 +299,7 @@ func (s *Server) ensureOwnerLocked(name string, kind ownerKind) *owner {
 	if o, ok := s.owners[strings.ToLower(name)]; ok {
 		return o
 	}
-	o := &owner{id: s.nextIDLocked("user"), name: name, kind: kind, created: s.now()}
+	o := &owner{id: s.nextIDLocked("user"), name: name, kind: kind, created: s.now(), visibility: VisibilityPublic}
 	s.owners[strings.ToLower(name)] = o
 	s.ownersByID[o.id] = o
 	return o

@@ -421,6 +421,17 @@ type APIRepository struct {
 	MirrorUpdated                 time.Time      `json:"mirror_updated"`
 	RepoTransfer                  *struct{}      `json:"repo_transfer"`
 	Topics                        []string       `json:"topics"`
+	// Permissions are the caller's rights, shown by GET /repos/{owner}/{repo} and absent from
+	// webhook payloads here.
+	Permissions *APIPermission `json:"permissions,omitempty"`
+}
+
+// APIPermission is Forgejo's Permission (modules/structs/repo.go), what services/convert ToRepo
+// computes from the caller's access: admin, and write (push) or read (pull) of the code.
+type APIPermission struct {
+	Admin bool `json:"admin"`
+	Push  bool `json:"push"`
+	Pull  bool `json:"pull"`
 }
 
 // APIUser is Forgejo's User (modules/structs/user.go); "username" is the Gitea-compatible copy of
@@ -466,7 +477,7 @@ func (s *Server) apiUserLocked(o *owner) *APIUser {
 	return &APIUser{
 		ID: o.id, Login: o.name, UserName: o.name, Email: o.name + "@noreply.forgejo.invalid",
 		AvatarURL: base + "/avatars/" + o.name, HTMLURL: base + "/" + o.name, IsActive: true,
-		LastLogin: timestamp(time.Time{}), Created: timestamp(o.created), Visibility: "public",
+		LastLogin: timestamp(time.Time{}), Created: timestamp(o.created), Visibility: o.visibility,
 	}
 }
 
