@@ -24,6 +24,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	forgejov1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/controller/runner"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jsonlog"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/operator"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/version"
@@ -57,6 +58,7 @@ type options struct {
 	eventLogMaxFiles     int
 	auditLogPath         string
 	identity             string
+	deregisterDeadline   time.Duration
 }
 
 func (o *options) bind(fs *flag.FlagSet) {
@@ -73,6 +75,7 @@ func (o *options) bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.watchNamespace, "watch-namespace", "", "Reconcile only RunnerPools in this namespace (default: all namespaces).")
 	fs.DurationVar(&o.pollInterval, "poll-interval", 10*time.Second, "How often each Forgejo connection's waiting jobs are listed.")
 	fs.DurationVar(&o.gcInterval, "gc-interval", 5*time.Minute, "How often each pool's Forgejo registrations are checked for orphans (marked as the pool's, held by no Runner); one is deleted when two checks in a row find it.")
+	fs.DurationVar(&o.deregisterDeadline, "deregister-deadline", runner.DefaultDeregisterDeadline, "How long a Runner being deleted keeps trying to delete its Forgejo registration (its pod is deleted first) before it goes without: a Warning Event and forgejo_runner_operator_deregistrations_abandoned_total say so, and the pool's garbage collection deletes the registration later if the pool still exists.")
 	fs.StringVar(&o.webhookAddr, "webhook-bind-address", ":9000", "Address the Forgejo webhook receiver serves "+operator.WebhookPath+" on; \"0\" turns it off.")
 	fs.StringVar(&o.webhookSecretFile, "webhook-secret-file", "", "File holding a webhook secret accepted for every pool (besides each pool's spec.forgejo.webhookSecretRef).")
 	fs.BoolVar(&o.showVersion, "version", false, "Print the version and exit.")
@@ -100,6 +103,9 @@ func (o *options) validate() error {
 	}
 	if o.gcInterval < time.Second {
 		errs = append(errs, fmt.Errorf("--gc-interval must be at least 1s, got %s", o.gcInterval))
+	}
+	if o.deregisterDeadline < time.Second {
+		errs = append(errs, fmt.Errorf("--deregister-deadline must be at least 1s, got %s", o.deregisterDeadline))
 	}
 	if _, err := o.zapLevel(); err != nil {
 		errs = append(errs, err)
@@ -236,6 +242,8 @@ func start(opts options) error {
 		EventLog:     opts.eventLog(),
 		AuditLogPath: opts.auditLogPath,
 		Identity:     opts.identity,
+
+		DeregisterDeadline: opts.deregisterDeadline,
 	}
 	if opts.webhookAddr != "0" && opts.webhookAddr != "" {
 		setup.WebhookAddr = opts.webhookAddr

@@ -32,6 +32,9 @@ const (
 	// ActionRecovered records that Open cut an incomplete last line, so that the cut is
 	// itself on the record.
 	ActionRecovered = "audit.recovered"
+	// ActionRegistrationAbandoned records a Runner let go at its deregistration deadline with its
+	// registration possibly left in Forgejo, for the pool's garbage collection.
+	ActionRegistrationAbandoned = "registration.abandoned"
 )
 
 // GenesisHash is the prev of a log's first record.

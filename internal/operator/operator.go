@@ -47,6 +47,10 @@ type Options struct {
 	JobGoneGrace time.Duration
 	// GCInterval is how often registrations are checked for orphans.
 	GCInterval time.Duration
+	// DeregisterDeadline is how long a Runner being deleted waits, from its deletion, for its
+	// registration to be confirmed gone before it goes without (default
+	// runner.DefaultDeregisterDeadline).
+	DeregisterDeadline time.Duration
 	// WebhookAddr is where the webhook receiver listens (path WebhookPath); empty for none.
 	WebhookAddr string
 	// WebhookSharedSecret, when set, is accepted for deliveries of every pool.
@@ -95,24 +99,30 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	if identity == "" {
 		identity = Identity(context.Background(), mgr.GetConfig())
 	}
+	recorder := mgr.GetEventRecorder("forgejo-runner-operator")
 	records := journal.New(journal.Options{
 		EventLog:     opts.EventLog,
 		AuditLogPath: opts.AuditLogPath,
 		Identity:     identity,
-		Kube:         mgr.GetEventRecorder("forgejo-runner-operator"),
+		Kube:         recorder,
 		Metrics:      runnerMetrics,
 		Log:          ctrl.Log.WithName("journal"),
 	})
 	if err := mgr.Add(records); err != nil {
 		return fmt.Errorf("add journal: %w", err)
 	}
+	// Both controllers remember each pool's last client, to deregister with once a deleted
+	// namespace's token Secret is gone.
+	clients := &runner.ClientMemory{}
 	pools := &runnerpool.Reconciler{
-		Client:  mgr.GetClient(),
-		Forgejo: factory,
-		Events:  make(chan event.TypedGenericEvent[*v1alpha1.RunnerPool], 1024),
-		Resync:  opts.Resync,
-		Journal: records,
-		Metrics: runnerMetrics,
+		Client:   mgr.GetClient(),
+		Forgejo:  factory,
+		Events:   make(chan event.TypedGenericEvent[*v1alpha1.RunnerPool], 1024),
+		Resync:   opts.Resync,
+		Journal:  records,
+		Metrics:  runnerMetrics,
+		Recorder: recorder,
+		Clients:  clients,
 
 		JobGoneGrace: opts.JobGoneGrace,
 		GCInterval:   opts.GCInterval,
@@ -129,7 +139,8 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	if err := pools.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up RunnerPool controller: %w", err)
 	}
-	runners := &runner.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Forgejo: factory, Jobs: pools.Watcher, Journal: records}
+	runners := &runner.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Forgejo: factory, Jobs: pools.Watcher, Journal: records,
+		DeregisterDeadline: opts.DeregisterDeadline, Recorder: recorder, Metrics: runnerMetrics, Clients: clients}
 	if err := runners.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up Runner controller: %w", err)
 	}

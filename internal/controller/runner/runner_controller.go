@@ -14,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -26,6 +27,7 @@ import (
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejo"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jobwatch"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/journal"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/opmetrics"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/poolconn"
 )
 
@@ -46,6 +48,17 @@ type Reconciler struct {
 	Concurrency int
 	// Journal records transitions and audits actions; nil records nothing.
 	Journal *journal.Journal
+	// DeregisterDeadline is how long a Runner being deleted waits, from its deletion, for its
+	// registration to be confirmed gone before it goes without (default
+	// DefaultDeregisterDeadline).
+	DeregisterDeadline time.Duration
+	// Recorder receives the Warning Event of a deregistration given up; nil sends none.
+	Recorder journal.KubeRecorder
+	// Metrics count deregistrations given up; nil counts nothing.
+	Metrics *opmetrics.Metrics
+	// Clients remembers each pool's last Forgejo client, to deregister with once the pool's
+	// token Secret is gone; nil remembers nothing.
+	Clients *ClientMemory
 
 	// podCreated remembers when each runner's pod was created, to the nanosecond the pod's
 	// own timestamp lacks; after a restart the pod's timestamp stands in.
@@ -93,19 +106,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	ctx = logf.IntoContext(ctx, log)
 
 	var pool v1alpha1.RunnerPool
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: runner.Namespace, Name: runner.Spec.PoolName}, &pool); err != nil {
-		return ctrl.Result{}, fmt.Errorf("get pool %s: %w", runner.Spec.PoolName, err)
+	poolErr := r.Client.Get(ctx, client.ObjectKey{Namespace: runner.Namespace, Name: runner.Spec.PoolName}, &pool)
+	if poolErr != nil && (!apierrors.IsNotFound(poolErr) || runner.DeletionTimestamp.IsZero()) {
+		return ctrl.Result{}, fmt.Errorf("get pool %s: %w", runner.Spec.PoolName, poolErr)
 	}
-	fj := &lazyForgejo{build: func() (*forgejo.Client, error) {
-		c, _, err := r.Forgejo.Client(ctx, &pool)
-		if err != nil {
-			return nil, fmt.Errorf("forgejo client for pool %s: %w", pool.Name, err)
-		}
-		return c, nil
-	}}
+	fj := &lazyForgejo{build: func() (*forgejo.Client, error) { return r.forgejoClient(ctx, &runner, &pool, poolErr) }}
 
 	if !runner.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, r.finalize(ctx, fj, &runner)
+		return r.finalize(ctx, fj, &runner)
 	}
 	if runner.Status.Phase == "" {
 		// The pool records the creation; this covers a pool that stopped right after creating.
@@ -142,11 +150,46 @@ func ended(runner *v1alpha1.Runner) bool {
 	return runner.Status.Phase == v1alpha1.RunnerFinished || runner.Status.Phase == v1alpha1.RunnerFailed
 }
 
-// finalize deletes the registration and the pod and lets the Runner go; its Secret follows
-// through its owner reference.
-func (r *Reconciler) finalize(ctx context.Context, fj *lazyForgejo, runner *v1alpha1.Runner) error {
+// forgejoClient builds the client of the runner's pool (whose Get gave poolErr). A Runner on its
+// way out whose pool's token Secret cannot be read, or whose pool is gone, deregisters with the
+// pool's last client this process built, if any: deleting a namespace deletes the Secret first.
+func (r *Reconciler) forgejoClient(ctx context.Context, runner *v1alpha1.Runner, pool *v1alpha1.RunnerPool, poolErr error) (*forgejo.Client, error) {
+	poolUID := pool.UID
+	var err error
+	if poolErr != nil {
+		err = fmt.Errorf("%w: %s/%s: %w", errPoolGone, runner.Namespace, runner.Spec.PoolName, poolErr)
+		if owner := metav1.GetControllerOf(runner); owner != nil {
+			poolUID = owner.UID
+		}
+	} else {
+		c, _, cerr := r.Forgejo.Client(ctx, pool)
+		if cerr == nil {
+			r.Clients.Remember(pool.UID, c)
+			return c, nil
+		}
+		err = fmt.Errorf("forgejo client for pool %s: %w", pool.Name, cerr)
+	}
+	leaving := !runner.DeletionTimestamp.IsZero() || ended(runner)
+	if leaving && (poolErr != nil || errors.Is(err, poolconn.ErrTokenSecret)) {
+		if c, ok := r.Clients.Last(poolUID); ok {
+			logf.FromContext(ctx).Info("the pool's token cannot be read; deregistering with the token last read for the pool",
+				"runner", runner.Name, "reason", err.Error())
+			return c, nil
+		}
+	}
+	return nil, err
+}
+
+// finalize deletes the pod, then the registration, and lets the Runner go; its Secret follows
+// through its owner reference. The pod goes first, so that no job runs on a runner whose
+// registration is being removed, and its runner process no longer holds the registration. Should
+// deregistering keep failing (the pool's token Secret deleted with its namespace, the pool gone,
+// Forgejo refusing or down), the Runner goes all the same once DeregisterDeadline has passed since
+// its deletion, with a Warning Event, an audit record and a metric: its registration carries the
+// pool's marker, for the pool's garbage collection.
+func (r *Reconciler) finalize(ctx context.Context, fj *lazyForgejo, runner *v1alpha1.Runner) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(runner, Finalizer) {
-		return nil
+		return ctrl.Result{}, nil
 	}
 	// Whoever deleted the Runner (the pool, or a user) is recorded; the pool records its reason
 	// first, and then this event is a repeat and dropped.
@@ -160,19 +203,35 @@ func (r *Reconciler) finalize(ctx context.Context, fj *lazyForgejo, runner *v1al
 	}
 	r.Journal.Runner(runner, journal.Deleted(runner, reason, "the Runner was deleted", r.Now()))
 	trigger := "Runner deleted: " + reason
-	if err := r.deregister(ctx, fj, runner, trigger); err != nil {
-		return err
-	}
 	if err := r.deletePod(ctx, runner, trigger); err != nil {
-		return err
+		return ctrl.Result{}, err
+	}
+	giveUp, retryIn := deregisterDecision(runner.DeletionTimestamp.Time, r.Now(), r.deregisterDeadline())
+	gone, err := r.podGone(ctx, runner)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if !gone && !giveUp {
+		// Its deletion wakes this Runner up (it owns the pod); the requeue is the fallback.
+		return ctrl.Result{RequeueAfter: retryIn}, nil
+	}
+	if err := r.deregister(ctx, fj, runner, trigger); err != nil {
+		if !giveUp {
+			logf.FromContext(ctx).Error(err, "deregistering a deleted runner; trying again until its deadline",
+				"runner", runner.Name, "retryIn", retryIn.String(),
+				"deadline", runner.DeletionTimestamp.Add(r.deregisterDeadline()).UTC().Format(time.RFC3339))
+			return ctrl.Result{RequeueAfter: retryIn}, nil
+		}
+		r.abandonDeregistration(ctx, runner, trigger, err)
 	}
 	r.podCreated.Delete(runner.UID)
 	r.registering.Delete(runner.UID)
+	r.registrationGone.Delete(runner.UID)
 	controllerutil.RemoveFinalizer(runner, Finalizer)
 	if err := r.Client.Update(ctx, runner); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("remove finalizer: %w", err)
+		return ctrl.Result{}, fmt.Errorf("remove finalizer: %w", err)
 	}
-	return nil
+	return ctrl.Result{}, nil
 }
 
 // createdBy says what made the pool create the runner.

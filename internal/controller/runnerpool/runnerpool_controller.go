@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -66,6 +67,11 @@ type Reconciler struct {
 	Journal *journal.Journal
 	// Metrics count retired runners and collected orphans; nil counts nothing.
 	Metrics *opmetrics.Metrics
+	// Recorder receives Events on pools the journal does not send; nil sends none.
+	Recorder journal.KubeRecorder
+	// Clients holds each pool's last Forgejo client, for the last garbage collection of a pool
+	// whose token Secret is gone; nil holds none.
+	Clients *runner.ClientMemory
 
 	gc orphanCollector
 	// lost holds runners a listing found without their registration, until confirmed.
@@ -313,7 +319,8 @@ func (r *Reconciler) listRunners(ctx context.Context, pool *v1alpha1.RunnerPool)
 }
 
 // finalize deletes every Runner (whose own finalizer deletes its registration) and lets the
-// pool go once none is left.
+// pool go once none is left, after a last garbage collection of the registrations it marked:
+// those of Runners let go at their deregistration deadline, and those of a crash.
 func (r *Reconciler) finalize(ctx context.Context, pool *v1alpha1.RunnerPool, runners []v1alpha1.Runner) (reconcile.Result, error) {
 	if len(runners) > 0 {
 		for i := range runners {
@@ -326,6 +333,9 @@ func (r *Reconciler) finalize(ctx context.Context, pool *v1alpha1.RunnerPool, ru
 		return reconcile.Result{RequeueAfter: 2 * time.Second}, nil
 	}
 	r.Watcher.Unregister(client.ObjectKeyFromObject(pool))
+	if controllerutil.ContainsFinalizer(pool, Finalizer) {
+		r.collectLast(ctx, pool)
+	}
 	r.gc.forget(pool.UID)
 	if controllerutil.ContainsFinalizer(pool, Finalizer) {
 		r.auditPool(pool, audit.ActionPoolDeleted, "pool.deleted:"+string(pool.UID), "RunnerPool deleted; its runners are gone", nil)
@@ -338,7 +348,49 @@ func (r *Reconciler) finalize(ctx context.Context, pool *v1alpha1.RunnerPool, ru
 			return reconcile.Result{}, fmt.Errorf("remove finalizer: %w", err)
 		}
 	}
+	r.Clients.Forget(pool.UID)
 	return reconcile.Result{}, nil
+}
+
+// lastCollectionTimeout bounds a deleted pool's last garbage collection: it is best effort, and
+// must not hold up the pool's deletion (or its namespace's) for long.
+const lastCollectionTimeout = 30 * time.Second
+
+// collectLast deletes the registrations the pool marked and no Runner holds, once its Runners
+// are gone. It reads the pool's token, or, once the token Secret is gone (deleting a namespace
+// deletes it early), uses the pool's last client; with neither it says so and does nothing.
+// Whatever it cannot delete stays in Forgejo, offline: no other pool's collection touches it.
+func (r *Reconciler) collectLast(ctx context.Context, pool *v1alpha1.RunnerPool) {
+	log := logf.FromContext(ctx)
+	fj, _, err := r.Forgejo.Client(ctx, pool)
+	if err != nil {
+		last, ok := r.Clients.Last(pool.UID)
+		if !ok {
+			log.Info("skipping the last garbage collection of the deleted pool's registrations: its token cannot be read", "reason", err.Error())
+			r.event(pool, corev1.EventTypeWarning, "LastCollectionSkipped",
+				"skipped the last garbage collection of the pool's registrations, its token cannot be read: "+err.Error())
+			return
+		}
+		fj = last
+	}
+	ctx, cancel := context.WithTimeout(ctx, lastCollectionTimeout)
+	defer cancel()
+	n, err := r.gc.collectLast(ctx, fj, pool, r.orphanDeleted)
+	if err != nil {
+		log.Error(err, "last garbage collection of the deleted pool's registrations", "deleted", n)
+		r.event(pool, corev1.EventTypeWarning, "LastCollectionFailed",
+			fmt.Sprintf("the last garbage collection of the pool's registrations deleted %d and failed: %v", n, err))
+		return
+	}
+	if n > 0 {
+		log.Info("last garbage collection deleted the deleted pool's registrations", "deleted", n)
+	}
+}
+
+func (r *Reconciler) event(pool *v1alpha1.RunnerPool, eventType, reason, note string) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(pool, nil, eventType, reason, "CollectGarbage", "%s", note)
+	}
 }
 
 // setReachable sets ForgejoReachable from the last error talking to Forgejo, with a message

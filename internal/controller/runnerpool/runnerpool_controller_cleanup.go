@@ -189,10 +189,7 @@ func (g *orphanCollector) collect(ctx context.Context, fj *forgejo.Client, pool 
 	for _, reg := range registrations {
 		listed[reg.ID] = true
 	}
-	marker := "pool-uid=" + string(pool.UID) + ";"
-	ours := func(reg forgejo.Runner) bool {
-		return strings.HasPrefix(reg.Description, runner.DescriptionPrefix) && strings.Contains(reg.Description, marker)
-	}
+	ours := markedAs(pool)
 	g.mu.Lock()
 	previous := g.suspects[pool.UID]
 	g.mu.Unlock()
@@ -205,30 +202,75 @@ func (g *orphanCollector) collect(ctx context.Context, fj *forgejo.Client, pool 
 			suspects = append(suspects, reg.ID)
 			continue
 		}
-		// Asked again by id: the listing is seconds old, and an id is what DELETE takes.
-		got, err := fj.GetRunner(ctx, reg.ID)
-		switch {
-		case errors.Is(err, forgejo.ErrNotFound):
-			deleted(pool, reg, "already gone (Forgejo answered 404)")
-			continue
-		case err != nil:
-			return nil, fmt.Errorf("confirm orphaned registration %s: %w", reg.UUID, err)
-		case got.UUID != reg.UUID || !ours(got):
-			continue // not the registration listed: leave it
+		if err := deleteOrphan(ctx, fj, pool, reg, deleted); err != nil {
+			return nil, err
 		}
-		result := "deleted"
-		if err := fj.DeleteRunner(ctx, reg.ID); errors.Is(err, forgejo.ErrNotFound) {
-			result = "already gone (Forgejo answered 404)"
-		} else if err != nil {
-			return nil, fmt.Errorf("delete orphaned registration %s: %w", reg.UUID, err)
-		}
-		logf.FromContext(ctx).Info("deleted orphaned registration", "uuid", reg.UUID, "name", reg.Name)
-		deleted(pool, reg, result)
 	}
 	g.mu.Lock()
 	g.suspects[pool.UID] = suspects
 	g.mu.Unlock()
 	return listed, nil
+}
+
+// markedAs tells the registrations that carry the pool's marker.
+func markedAs(pool *v1alpha1.RunnerPool) func(reg forgejo.Runner) bool {
+	marker := "pool-uid=" + string(pool.UID) + ";"
+	return func(reg forgejo.Runner) bool {
+		return strings.HasPrefix(reg.Description, runner.DescriptionPrefix) && strings.Contains(reg.Description, marker)
+	}
+}
+
+// deleteOrphan deletes a listed registration once Forgejo shows it again, by id, with the same
+// uuid and the pool's marker.
+func deleteOrphan(ctx context.Context, fj *forgejo.Client, pool *v1alpha1.RunnerPool, reg forgejo.Runner,
+	deleted func(pool *v1alpha1.RunnerPool, reg forgejo.Runner, result string)) error {
+	// Asked again by id: the listing is seconds old, and an id is what DELETE takes.
+	got, err := fj.GetRunner(ctx, reg.ID)
+	switch {
+	case errors.Is(err, forgejo.ErrNotFound):
+		deleted(pool, reg, "already gone (Forgejo answered 404)")
+		return nil
+	case err != nil:
+		return fmt.Errorf("confirm orphaned registration %s: %w", reg.UUID, err)
+	case got.UUID != reg.UUID || !markedAs(pool)(got):
+		return nil // not the registration listed: leave it
+	}
+	result := "deleted"
+	if err := fj.DeleteRunner(ctx, reg.ID); errors.Is(err, forgejo.ErrNotFound) {
+		result = "already gone (Forgejo answered 404)"
+	} else if err != nil {
+		return fmt.Errorf("delete orphaned registration %s: %w", reg.UUID, err)
+	}
+	logf.FromContext(ctx).Info("deleted orphaned registration", "uuid", reg.UUID, "name", reg.Name)
+	deleted(pool, reg, result)
+	return nil
+}
+
+// collectLast is a deleted pool's last pass, once its Runners are gone: every registration
+// with the pool's marker is deleted at once, without waiting for a second pass, since no Runner
+// of the pool is left to be recording one (a pool being deleted makes none). These are the
+// registrations of Runners let go at their deregistration deadline, and those of a crash. It
+// returns how many it deleted or found gone.
+func (g *orphanCollector) collectLast(ctx context.Context, fj *forgejo.Client, pool *v1alpha1.RunnerPool,
+	deleted func(pool *v1alpha1.RunnerPool, reg forgejo.Runner, result string)) (int, error) {
+	registrations, err := fj.ListRunners(ctx, forgejo.ListOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("list registrations for the last garbage collection: %w", err)
+	}
+	ours := markedAs(pool)
+	n := 0
+	var errs []error
+	for _, reg := range registrations {
+		if !ours(reg) {
+			continue
+		}
+		if err := deleteOrphan(ctx, fj, pool, reg, deleted); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
 }
 
 func (g *orphanCollector) forget(pool types.UID) {
