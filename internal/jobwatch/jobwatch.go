@@ -59,9 +59,11 @@ type Job struct {
 	SeenAt time.Time
 	// RunningSince is when the job was first seen running; zero before.
 	RunningSince time.Time
-	// RepoID is the job's repository; Repository its "owner/name", known from webhooks only.
+	// RepoID is the job's repository; Repository its "owner/name", known from webhooks only;
+	// OwnerID the repository's owner.
 	RepoID     int64
 	Repository string
+	OwnerID    int64
 	// Via says how the operator first learned of the job: "poll" or "webhook delivery ID".
 	Via string
 }
@@ -114,6 +116,13 @@ type Watcher struct {
 	trigger TriggerOptions
 	// repoNames are repositories' names by id, as webhooks named them.
 	repoNames map[int64]string
+
+	// The dispatcher's state (dispatch.go): who holds which job, and the assignments computed
+	// from the pollers' last lists, valid while version is unchanged.
+	heldSource  HeldSource
+	held        map[string]heldBy
+	version     uint64
+	assignments map[string]cachedAssignment
 }
 
 type timedJob struct {
@@ -134,9 +143,8 @@ type poller struct {
 	// wanted are the polls asked for, earliest first; lastStart is when the last poll began.
 	wanted    []wantedPoll
 	lastStart time.Time
-	// userOwnerID is, for a user scope, the token's user as the jobs' owner_id shows it; 0
-	// until a job was listed.
-	userOwnerID int64
+	// coverage is what the connection's scope covers, in the ids jobs carry.
+	coverage coverage
 	// Last poll's result.
 	jobs     map[string]Job       // by handle; jobs without a handle are left out
 	gone     map[string]time.Time // handles that left the list, and when
@@ -233,11 +241,14 @@ func (w *Watcher) Register(pool matching.Pool, conn Connection, lister JobLister
 	defer w.mu.Unlock()
 	old, had := w.pools[pool.Key]
 	w.pools[pool.Key] = registration{conn: conn, pool: pool}
+	if !had || old.conn != conn || !slices.Equal(old.pool.LabelNames, pool.LabelNames) || old.pool.Scope != pool.Scope {
+		w.changedLocked()
+	}
 	if had && old.conn != conn {
 		w.dropPollerIfUnused(old.conn)
 	}
 	if _, ok := w.pollers[conn]; !ok {
-		p := &poller{lister: lister, wake: make(chan struct{}, 1)}
+		p := &poller{lister: lister, wake: make(chan struct{}, 1), coverage: newCoverage(conn)}
 		w.pollers[conn] = p
 		if w.ctx != nil {
 			w.startPoller(conn, p)
@@ -254,12 +265,18 @@ func (w *Watcher) Unregister(key types.NamespacedName) {
 		return
 	}
 	delete(w.pools, key)
+	for handle, h := range w.held {
+		if h.pool == key {
+			delete(w.held, handle)
+		}
+	}
+	w.changedLocked()
 	w.dropPollerIfUnused(reg.conn)
 }
 
-// Demand returns what the last polls say about a pool. A waiting job goes to exactly one
-// pool: among the registered pools whose connection saw it (and share its Forgejo URL), the
-// one matching.Choose picks.
+// Demand returns what the last polls say about a pool: its share of the waiting jobs, as the
+// dispatcher (dispatch.go, matching.Assign) decided it for the pool's Forgejo instance, and the
+// jobs its own connection lists.
 func (w *Watcher) Demand(key types.NamespacedName) Demand {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -277,11 +294,11 @@ func (w *Watcher) Demand(key types.NamespacedName) Demand {
 	}
 	for handle, job := range p.jobs {
 		d.Known[handle] = job
-		if !job.Waiting() || !matching.Matches(job.RunsOn, reg.pool.LabelNames) {
-			continue
-		}
-		if chosen, ok := matching.Choose(w.candidatesLocked(reg.conn.URL, handle), job.RunsOn); ok && chosen.Key == key {
-			d.Assigned = append(d.Assigned, job)
+	}
+	a := w.assignmentLocked(reg.conn.URL)
+	for handle, pool := range a.pools {
+		if pool == key {
+			d.Assigned = append(d.Assigned, a.jobs[handle])
 		}
 	}
 	slices.SortFunc(d.Assigned, func(a, b Job) int { return int(a.ID - b.ID) })
@@ -324,6 +341,7 @@ func (w *Watcher) Finished(pool types.NamespacedName, handle string) {
 		}
 		p.done[handle] = now
 		if job, known := p.jobs[handle]; known {
+			w.changedLocked()
 			delete(p.jobs, handle)
 			if p.gone == nil {
 				p.gone = map[string]time.Time{}
@@ -350,22 +368,6 @@ func (w *Watcher) Result(pool types.NamespacedName, handle string) (string, bool
 		}
 	}
 	return "", false
-}
-
-// candidatesLocked are the pools on the same instance whose connection saw the job.
-func (w *Watcher) candidatesLocked(url, handle string) []matching.Pool {
-	var out []matching.Pool
-	for _, reg := range w.pools {
-		if reg.conn.URL != url {
-			continue
-		}
-		if p := w.pollers[reg.conn]; p != nil {
-			if _, seen := p.jobs[handle]; seen {
-				out = append(out, reg.pool)
-			}
-		}
-	}
-	return out
 }
 
 func (w *Watcher) dropPollerIfUnused(conn Connection) {
@@ -417,7 +419,11 @@ func (w *Watcher) pollOnce(ctx context.Context, conn Connection, p *poller, log 
 	started := w.now()
 	via := cmp.Or(p.takeDueLocked(started), ViaPoll)
 	w.mu.Unlock()
-	jobs, err := p.lister.ListJobs(ctx)
+	err := w.resolveCoverage(ctx, p)
+	var jobs []forgejo.Job
+	if err == nil {
+		jobs, err = p.lister.ListJobs(ctx)
+	}
 	if ctx.Err() != nil {
 		return
 	}
@@ -427,6 +433,7 @@ func (w *Watcher) pollOnce(ctx context.Context, conn Connection, p *poller, log 
 	if err != nil {
 		changed := p.err == nil
 		p.err = err
+		w.changedLocked()
 		w.mu.Unlock()
 		log.Error(err, "list jobs")
 		if changed {
@@ -435,6 +442,7 @@ func (w *Watcher) pollOnce(ctx context.Context, conn Connection, p *poller, log 
 		return
 	}
 	next := make(map[string]Job, len(jobs))
+	learnt := false
 	for _, j := range jobs {
 		if j.Handle == "" {
 			// Created before the upgrade to Forgejo 15: no runner can be bound to it.
@@ -445,9 +453,9 @@ func (w *Watcher) pollOnce(ctx context.Context, conn Connection, p *poller, log 
 			continue
 		}
 		job := Job{ID: j.ID, Attempt: j.Attempt, Handle: j.Handle, RunsOn: j.RunsOn, Status: j.Status, TaskID: j.TaskID, SeenAt: now,
-			RepoID: j.RepoID, Repository: w.repoNames[j.RepoID], Via: via}
-		if strings.HasPrefix(conn.Scope, "user") && j.OwnerID != 0 {
-			p.userOwnerID = j.OwnerID
+			RepoID: j.RepoID, Repository: w.repoNames[j.RepoID], OwnerID: j.OwnerID, Via: via}
+		if p.learnCoverageLocked(job) {
+			learnt = true
 		}
 		prev, known := p.jobs[j.Handle]
 		if known {
@@ -469,7 +477,10 @@ func (w *Watcher) pollOnce(ctx context.Context, conn Connection, p *poller, log 
 			next[handle] = job
 		}
 	}
-	changed := p.err != nil || p.polledAt.IsZero() || !sameJobs(p.jobs, next)
+	changed := learnt || p.err != nil || p.polledAt.IsZero() || !sameJobs(p.jobs, next)
+	if changed {
+		w.changedLocked()
+	}
 	if p.gone == nil {
 		p.gone = map[string]time.Time{}
 	}
@@ -577,6 +588,7 @@ func (w *Watcher) Offer(url, repository string, job Job) bool {
 		}
 		if w.offerLocked(p, job, now) {
 			changed[conn] = true
+			w.changedLocked()
 		}
 	}
 	w.mu.Unlock()

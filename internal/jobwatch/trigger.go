@@ -15,9 +15,11 @@ const (
 	DefaultCoalesceWindow = time.Second
 )
 
-// DefaultFollowUps are the extra polls after a webhook's: Forgejo inserts a run's jobs before
-// it queues the delivery (services/actions/notifier_helper.go), but a delivery sent by another
-// Forgejo process, or a job released a moment later, can still beat the jobs to the list.
+// DefaultFollowUps are the extra polls after a webhook's. Forgejo v15.0.3 runs its webhook
+// notifier before its Actions notifier (services/webhook/notifier.go registers at init,
+// services/actions/init.go later), so a push's delivery is queued before the run's jobs are
+// inserted (services/actions/notifier_helper.go), and a fast receiver can list the jobs before
+// they are there.
 var DefaultFollowUps = []time.Duration{1500 * time.Millisecond, 5 * time.Second}
 
 // DefaultRunnerEndFollowUps are the extra polls after a runner ends: Forgejo releases the jobs
@@ -171,12 +173,12 @@ func latest(a, b time.Time) time.Time {
 }
 
 // covers reports whether the connection's scope covers the repository. A user scope's owner is
-// the token's user: it is learnt from the owner_id of the jobs its polls list, and until one has
-// been seen any repository may be the user's, so it is polled (one more coalesced poll costs
-// little; a job left waiting costs a poll interval).
+// the token's user, whose id is resolved from Forgejo or learnt from the jobs its polls list;
+// until it is known any repository may be the user's, so it is polled (one more coalesced poll
+// costs little; a job left waiting costs a poll interval).
 func (p *poller) covers(conn Connection, repo RepositoryRef) bool {
 	if kind, _, _ := strings.Cut(conn.Scope, " "); kind == "user" {
-		return p.userOwnerID == 0 || repo.OwnerID == 0 || p.userOwnerID == repo.OwnerID
+		return !p.coverage.known || repo.OwnerID == 0 || p.coverage.OwnerID == repo.OwnerID
 	}
 	return conn.Covers(repo.FullName)
 }

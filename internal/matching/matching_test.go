@@ -1,6 +1,7 @@
 package matching
 
 import (
+	"maps"
 	"slices"
 	"testing"
 
@@ -90,5 +91,58 @@ func TestPoolOf(t *testing.T) {
 	got := PoolOf(rp)
 	if got.Key.String() != "ci/p" || got.Scope != v1alpha1.ScopeRepository || !slices.Equal(got.LabelNames, []string{"docker", "linux"}) {
 		t.Fatalf("PoolOf = %+v", got)
+	}
+}
+
+func TestAssign(t *testing.T) {
+	key := func(name string) types.NamespacedName { return types.NamespacedName{Namespace: "ci", Name: name} }
+	pool := func(name string, scope v1alpha1.Scope, labels ...string) Pool {
+		return Pool{Key: key(name), Scope: scope, LabelNames: labels}
+	}
+	global := Candidate{Pool: pool("global", v1alpha1.ScopeGlobal, "docker"), Coverage: Coverage{Scope: v1alpha1.ScopeGlobal}, Healthy: true}
+	acme := Candidate{Pool: pool("acme", v1alpha1.ScopeOrganization, "docker"), Coverage: Coverage{Scope: v1alpha1.ScopeOrganization, OwnerID: 3}, Healthy: true}
+	app := Candidate{Pool: pool("app", v1alpha1.ScopeRepository, "docker"), Coverage: Coverage{Scope: v1alpha1.ScopeRepository, OwnerID: 3, RepoID: 7}, Healthy: true}
+	failing := app
+	failing.Pool.Key, failing.Healthy = key("failing"), false
+	unresolved := Candidate{Pool: pool("unresolved", v1alpha1.ScopeRepository, "docker"), Coverage: Coverage{Scope: v1alpha1.ScopeRepository}, Healthy: true}
+	gpu := Candidate{Pool: pool("gpu", v1alpha1.ScopeRepository, "docker", "gpu"), Coverage: Coverage{Scope: v1alpha1.ScopeRepository, RepoID: 7, OwnerID: 3}, Healthy: true}
+
+	appJob := Job{Handle: "h-app", RepoID: 7, OwnerID: 3, RunsOn: []string{"docker"}}
+	libJob := Job{Handle: "h-lib", RepoID: 8, OwnerID: 3, RunsOn: []string{"docker"}}
+	otherJob := Job{Handle: "h-other", RepoID: 9, OwnerID: 4, RunsOn: []string{"docker"}}
+	gpuJob := Job{Handle: "h-gpu", RepoID: 7, OwnerID: 3, RunsOn: []string{"docker", "gpu"}}
+	armJob := Job{Handle: "h-arm", RepoID: 7, OwnerID: 3, RunsOn: []string{"arm64"}}
+	jobs := []Job{appJob, libJob, otherJob, gpuJob, armJob}
+
+	for _, tc := range []struct {
+		name       string
+		candidates []Candidate
+		held       map[string]types.NamespacedName
+		want       map[string]string
+	}{
+		{"narrowest covering scope", []Candidate{global, acme, app, gpu}, nil,
+			map[string]string{"h-app": "app", "h-lib": "acme", "h-other": "global", "h-gpu": "gpu"}},
+		{"the order of candidates does not matter", []Candidate{gpu, app, acme, global}, nil,
+			map[string]string{"h-app": "app", "h-lib": "acme", "h-other": "global", "h-gpu": "gpu"}},
+		{"a failing pool captures nothing", []Candidate{global, failing}, nil,
+			map[string]string{"h-app": "global", "h-lib": "global", "h-other": "global"}},
+		{"a pool whose scope ids are unknown covers nothing", []Candidate{unresolved}, nil, map[string]string{}},
+		{"a held job stays with its holder", []Candidate{global, app}, map[string]types.NamespacedName{"h-app": key("global")},
+			map[string]string{"h-app": "global", "h-lib": "global", "h-other": "global"}},
+		{"a failing holder keeps its job", []Candidate{global, failing}, map[string]types.NamespacedName{"h-app": key("failing")},
+			map[string]string{"h-app": "failing", "h-lib": "global", "h-other": "global"}},
+		{"a job held by a pool that is gone is dispatched anew", []Candidate{global, app}, map[string]types.NamespacedName{"h-app": key("deleted")},
+			map[string]string{"h-app": "app", "h-lib": "global", "h-other": "global"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := Assign(jobs, tc.candidates, tc.held)
+			names := map[string]string{}
+			for h, k := range got {
+				names[h] = k.Name
+			}
+			if !maps.Equal(names, tc.want) {
+				t.Errorf("got %v, want %v", names, tc.want)
+			}
+		})
 	}
 }

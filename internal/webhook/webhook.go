@@ -81,8 +81,8 @@ var jobStatuses = map[string]bool{
 
 // RepositoryEvent is a verified delivery of any other event that names a repository: push,
 // pull_request*, create, release, issues, issue_comment, the review events, action_run_* and so
-// on. Forgejo inserts a run's jobs while it handles the event that starts the run and only then
-// queues the delivery, so jobs of the repository may be waiting (or be about to wait).
+// on. Forgejo inserts a run's jobs while it handles the event that starts the run, just after it
+// queued the delivery, so jobs of the repository may be waiting, or be about to.
 type RepositoryEvent struct {
 	// DeliveryID is X-Forgejo-Delivery (or X-Gitea-Delivery); "" if the sender sent none.
 	DeliveryID string

@@ -173,7 +173,7 @@ func (s *Sink) HandleJobEvent(ctx context.Context, ev webhook.JobEvent) {
 		return
 	}
 	job := jobwatch.Job{ID: ev.Job.ID, Attempt: ev.Job.Attempt, Handle: ev.Job.Handle, RunsOn: ev.Job.RunsOn, Status: status, TaskID: ev.Job.TaskID,
-		RepoID: ev.Job.RepoID, Repository: ev.Repository, Via: "webhook delivery " + webhook.SafeID(ev.DeliveryID)}
+		RepoID: ev.Job.RepoID, OwnerID: ev.Job.OwnerID, Repository: ev.Repository, Via: "webhook delivery " + webhook.SafeID(ev.DeliveryID)}
 	offered := map[string]bool{}
 	for i := range pools.Items {
 		url := strings.TrimSuffix(pools.Items[i].Spec.Forgejo.URL, "/")

@@ -203,6 +203,15 @@ func (r *Reconciler) scaleUp(ctx context.Context, pool *v1alpha1.RunnerPool, liv
 		}
 	}
 	wanted = wanted[:min(len(wanted), max(room, 0))]
+	// A job is claimed before its Runner is made: the claim fails if another pool holds it.
+	key := client.ObjectKeyFromObject(pool)
+	claimed := wanted[:0]
+	for _, runner := range wanted {
+		if h := handleOf(runner); h == "" || r.Watcher.Claim(h, key) {
+			claimed = append(claimed, runner)
+		}
+	}
+	wanted = claimed
 	for _, runner := range wanted {
 		if runner.Name == "" {
 			runner.GenerateName = truncate(pool.Name, 52) + "-idle-"
@@ -233,6 +242,9 @@ func (r *Reconciler) scaleUp(ctx context.Context, pool *v1alpha1.RunnerPool, liv
 			created = append(created, *runner)
 		case !apierrors.IsAlreadyExists(errs[i]): // one that exists was made by an earlier reconcile
 			failed = append(failed, errs[i])
+			if h := handleOf(runner); h != "" {
+				r.Watcher.Unclaim(h, key)
+			}
 		}
 	}
 	if len(failed) > 0 {
@@ -243,6 +255,17 @@ func (r *Reconciler) scaleUp(ctx context.Context, pool *v1alpha1.RunnerPool, liv
 
 // createConcurrency is how many Runners a pool creates at once.
 const createConcurrency = 8
+
+// handlesOf are the jobs the runners were made for.
+func handlesOf(runners []v1alpha1.Runner) []string {
+	var out []string
+	for i := range runners {
+		if h := handleOf(&runners[i]); h != "" {
+			out = append(out, h)
+		}
+	}
+	return out
+}
 
 func handleOf(rn *v1alpha1.Runner) string {
 	if rn.Spec.Job == nil {
