@@ -15,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -133,6 +134,7 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		return err
 	}
 	pools.Watcher.SetTimings(timings)
+	pools.Watcher.SetHeldSource(heldJobs(mgr.GetClient()))
 	if err := mgr.Add(pools.Watcher); err != nil {
 		return fmt.Errorf("add jobs watcher: %w", err)
 	}
@@ -217,6 +219,24 @@ func Identity(ctx context.Context, cfg *rest.Config) string {
 		return user
 	}
 	return user + " on " + host
+}
+
+// heldJobs reads, from the Runners in the manager's cache, which pool holds each job: after a
+// restart or a leader change, the dispatcher keeps every job with the pool that made its Runner.
+func heldJobs(c client.Reader) jobwatch.HeldSource {
+	return func(ctx context.Context) (map[string]types.NamespacedName, error) {
+		var runners v1alpha1.RunnerList
+		if err := c.List(ctx, &runners); err != nil {
+			return nil, fmt.Errorf("list runners: %w", err)
+		}
+		held := make(map[string]types.NamespacedName, len(runners.Items))
+		for _, rn := range runners.Items {
+			if rn.Spec.Job != nil && rn.Spec.Job.Handle != "" {
+				held[rn.Spec.Job.Handle] = types.NamespacedName{Namespace: rn.Namespace, Name: rn.Spec.PoolName}
+			}
+		}
+		return held, nil
+	}
 }
 
 type leaderOnly func(ctx context.Context) error

@@ -171,6 +171,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return r.done(r.writeStatus(ctx, &pool, status, live, jobwatch.Demand{}))
 	}
 	r.Watcher.Register(matching.PoolOf(&pool), conn, fj)
+	// Every Runner the pool has, ending ones included, holds its job: no other pool makes one.
+	r.Watcher.Hold(req.NamespacedName, handlesOf(runners))
 	demand := r.Watcher.Demand(req.NamespacedName)
 	if demand.PolledAt.IsZero() && demand.Err == nil {
 		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: ConditionForgejoReachable, Status: metav1.ConditionUnknown,
