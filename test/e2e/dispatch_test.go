@@ -90,3 +90,38 @@ func TestOneRunnerPerJobAcrossOverlappingPools(t *testing.T) {
 		t.Errorf("%d registrations made for %d jobs", made, rounds)
 	}
 }
+
+// A job stays with the pool that made its Runner across an operator restart, although a
+// narrower pool that would win the rule appeared meanwhile.
+func TestAJobKeepsItsPoolAcrossARestart(t *testing.T) {
+	w := startWorld(t)
+	if err := w.sim.EnsureRepository("acme/app"); err != nil {
+		t.Fatal(err)
+	}
+	repoToken, err := w.sim.CreateToken(forgejosim.RepositoryScope("acme/app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Pending pods: the runner waits, and its job with it, through the restart.
+	w.createPool(t, "global", unschedulable)
+	jobs, err := w.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually.True(t, time.Minute, "the global pool's runner for the job", func() (bool, string) {
+		rs := w.runners(t, "global")
+		return len(rs) == 1 && rs[0].Spec.Job != nil && rs[0].Spec.Job.Handle == jobs[0].Handle, fmt.Sprintf("%d runners", len(rs))
+	})
+	w.stopOperator()
+	w.repositoryPool(t, "app", "acme/app", repoToken)
+	w.startOperator(t)
+	eventually.True(t, time.Minute, "the repository pool's first poll", w.reachable(t, "app", metav1.ConditionTrue, "JobsListed"))
+	// Past a few of its polls and reconciles.
+	time.Sleep(3 * time.Second)
+	if rs := w.runners(t, "app"); len(rs) != 0 {
+		t.Errorf("the repository pool made %d runners for a job the global pool's runner holds", len(rs))
+	}
+	if rs := w.runners(t, "global"); len(rs) != 1 {
+		t.Errorf("the global pool has %d runners, want its one", len(rs))
+	}
+}
