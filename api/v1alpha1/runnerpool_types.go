@@ -329,6 +329,26 @@ type History struct {
 	Limit *int32 `json:"limit,omitempty"`
 }
 
+// Failures bounds what a pool spends on jobs whose runners fail, and how long a runner may take
+// to start.
+type Failures struct {
+	// maxPerJob is how many of a job's runners may fail (end without running it, or miss the
+	// start deadline) before the pool makes no more for it: the job is then left waiting, the
+	// pool's JobsFailing condition names it, and a Warning Event says so. Each retry waits 5 s,
+	// doubling, up to 5 minutes.
+	// +kubebuilder:default=5
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	MaxPerJob int32 `json:"maxPerJob,omitempty"`
+	// startDeadline is how long a runner may take, from its creation, to have its runner
+	// container running; one that does not (an image that cannot be pulled, a pod no node
+	// takes, a registration Forgejo refuses) is ended as Failed with the reason.
+	// +kubebuilder:default="10m"
+	// +optional
+	StartDeadline *metav1.Duration `json:"startDeadline,omitempty"`
+}
+
 // RunnerPoolSpec is the desired state of a pool of Forgejo runners.
 // +kubebuilder:validation:XValidation:rule="self.backend != 'remote' || has(self.remote)",message="spec.remote is required when backend is remote",fieldPath=".remote"
 // +kubebuilder:validation:XValidation:rule="self.backend == 'remote' || !has(self.remote)",message="spec.remote is only used with backend: remote",fieldPath=".remote"
@@ -381,6 +401,12 @@ type RunnerPoolSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	History History `json:"history"`
+
+	// failures bounds the retries of a job whose runners fail and the time a runner may take
+	// to start.
+	// +kubebuilder:default={}
+	// +optional
+	Failures Failures `json:"failures"`
 }
 
 // RunnerOutcome is how a runner's life ended.
@@ -488,6 +514,31 @@ type RunnerPoolStatus struct {
 	// +optional
 	// +listType=atomic
 	RecentRunners []RunnerRecord `json:"recentRunners,omitempty"`
+
+	// jobFailures counts the failed runners of jobs still listed in Forgejo, apart from
+	// recentRunners so that neither history.limit nor a busy pool's turnover forgets them.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=500
+	JobFailures []JobFailure `json:"jobFailures,omitempty"`
+}
+
+// JobFailure is how often a job's runners failed.
+type JobFailure struct {
+	// handle is the job attempt's handle.
+	// +kubebuilder:validation:MaxLength=255
+	Handle string `json:"handle"`
+	// jobID is the job's id in Forgejo.
+	// +optional
+	JobID int64 `json:"jobID,omitempty"`
+	// failures is how many of its runners failed.
+	Failures int32 `json:"failures"`
+	// lastFailureAt is when the last of them ended.
+	// +optional
+	LastFailureAt *metav1.Time `json:"lastFailureAt,omitempty"`
+	// lastRunnerUID is the last runner counted, so that a runner is never counted twice.
+	// +optional
+	LastRunnerUID types.UID `json:"lastRunnerUID,omitempty"`
 }
 
 // RunnerPool is a pool of Forgejo Actions runners: ephemeral runners created per queued job,

@@ -205,6 +205,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err != nil {
 		return reconcile.Result{}, err
 	}
+	deadlineIn, err := r.stopUnstarted(ctx, &pool, live)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
 	retryIn := time.Duration(0)
 	if demand.Err == nil && !demand.PolledAt.IsZero() {
 		var created []v1alpha1.Runner
@@ -220,6 +224,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	}
 	if err == nil && lostCheckIn > 0 && lostCheckIn < result.RequeueAfter {
 		result.RequeueAfter = lostCheckIn
+	}
+	if err == nil && deadlineIn > 0 && deadlineIn < result.RequeueAfter {
+		result.RequeueAfter = deadlineIn
 	}
 	// Garbage collection runs in reconciles: an interval shorter than the resync is kept
 	// only if the pool is looked at that often, busy or not.

@@ -101,24 +101,6 @@ func (r *Reconciler) jobGoneGrace() time.Duration {
 	return DefaultJobGoneGrace
 }
 
-// retryDelay says how long a waiting job must wait for a new runner after earlier runners for
-// it ended without running it: 5 s, doubling with each failure, at most 5 min, counted from the
-// last failure. The history in status is the memory, so the backoff survives a restart.
-func retryDelay(history []v1alpha1.RunnerRecord, handle string, now time.Time) time.Duration {
-	failures := 0
-	var last time.Time
-	for _, rec := range history {
-		if rec.Handle != handle || rec.Outcome == v1alpha1.OutcomeSucceeded || rec.Outcome == v1alpha1.OutcomeDeleted {
-			continue
-		}
-		failures++
-		if rec.FinishedAt != nil && rec.FinishedAt.After(last) {
-			last = rec.FinishedAt.Time
-		}
-	}
-	return backoff(failures, last, now)
-}
-
 // warmRetryDelay is the wait before another warm runner (one for no job in particular) after
 // the last ones failed or could not be brought up, by the same rule as retryDelay: without it, a
 // pod the namespace refuses would be registered, refused and made again as fast as the pool

@@ -96,6 +96,10 @@ func (r *Reconciler) retireEnded(ctx context.Context, pool *v1alpha1.RunnerPool,
 			rec.JobResult, _ = r.Watcher.Result(client.ObjectKeyFromObject(pool), rec.Handle)
 		}
 		status.RecentRunners = AddRecord(status.RecentRunners, rec, historyLimit(pool))
+		var givenUp bool
+		if status.JobFailures, givenUp = RecordFailure(status.JobFailures, rec, maxFailuresPerJob(pool)); givenUp {
+			r.announceGivenUp(pool, rec)
+		}
 		if rn.Spec.Job != nil && rn.Status.Outcome == v1alpha1.OutcomeSucceeded {
 			r.Watcher.Finished(client.ObjectKeyFromObject(pool), rn.Spec.Job.Handle)
 		}
@@ -183,7 +187,11 @@ func (r *Reconciler) scaleUp(ctx context.Context, pool *v1alpha1.RunnerPool, liv
 		if have[name] {
 			continue
 		}
-		if wait := retryDelay(pool.Status.RecentRunners, job.Handle, now); wait > 0 {
+		wait, given := jobRetryDelay(pool, job.Handle, now)
+		if given {
+			continue // reported by the JobsFailing condition
+		}
+		if wait > 0 {
 			if retryIn == 0 || wait < retryIn {
 				retryIn = wait
 			}
@@ -288,6 +296,10 @@ func (r *Reconciler) writeStatus(ctx context.Context, pool *v1alpha1.RunnerPool,
 		}
 	}
 	status.PendingJobs = int32(len(demand.Assigned))
+	if demand.Err == nil && !demand.PolledAt.IsZero() {
+		status.JobFailures = ForgetFailures(status.JobFailures, demand.Known)
+	}
+	setJobsFailing(status, pool)
 	status.Desired = min(pool.Spec.Scaling.MaxRunners, int32(len(demand.Assigned))+pool.Spec.Scaling.MinIdle)
 
 	ready := metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: "Serving",

@@ -90,38 +90,6 @@ func TestBuildRunner(t *testing.T) {
 	}
 }
 
-func TestRetryDelayBacksOffPerHandle(t *testing.T) {
-	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-	at := func(ago time.Duration) *metav1.Time { t := metav1.NewTime(now.Add(-ago)); return &t }
-	failed := func(handle string, ago time.Duration) v1alpha1.RunnerRecord {
-		return v1alpha1.RunnerRecord{Handle: handle, Outcome: v1alpha1.OutcomeFailed, FinishedAt: at(ago)}
-	}
-	cases := []struct {
-		name    string
-		history []v1alpha1.RunnerRecord
-		want    time.Duration
-	}{
-		{"no history", nil, 0},
-		{"one failure just now", []v1alpha1.RunnerRecord{failed("h", 0)}, 5 * time.Second},
-		{"one failure long ago", []v1alpha1.RunnerRecord{failed("h", time.Minute)}, 0},
-		{"three failures double twice", []v1alpha1.RunnerRecord{failed("h", 0), failed("h", time.Second), failed("h", 2*time.Second)}, 20 * time.Second},
-		{"other handles do not count", []v1alpha1.RunnerRecord{failed("other", 0)}, 0},
-		{"a deleted runner is no failure", []v1alpha1.RunnerRecord{{Handle: "h", Outcome: v1alpha1.OutcomeDeleted, FinishedAt: at(0)}}, 0},
-	}
-	for _, c := range cases {
-		if got := retryDelay(c.history, "h", now); got != c.want {
-			t.Errorf("%s: delay %s, want %s", c.name, got, c.want)
-		}
-	}
-	var many []v1alpha1.RunnerRecord
-	for range 30 {
-		many = append(many, failed("h", 0))
-	}
-	if got := retryDelay(many, "h", now); got != retryCap {
-		t.Errorf("30 failures: delay %s, want the cap %s", got, retryCap)
-	}
-}
-
 func TestJobGone(t *testing.T) {
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	grace := 15 * time.Second
