@@ -81,6 +81,8 @@ type Reconciler struct {
 	// deleted remembers the Runners this controller deleted until the cache stops showing
 	// them: a reconcile on a stale cache must not count them, or it would delete others.
 	deleted sync.Map // types.UID -> time.Time
+	// created are the Runners created that the cache may not show yet.
+	created creations
 }
 
 // deleteRunner deletes a Runner for reason, remembers it as gone and records its last event.
@@ -212,7 +214,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	retryIn := time.Duration(0)
 	if demand.Err == nil && !demand.PolledAt.IsZero() {
 		var created []v1alpha1.Runner
-		created, retryIn, err = r.scaleUp(ctx, &pool, live, demand)
+		created, retryIn, err = r.scaleUp(ctx, &pool, runners, live, demand)
 		if err != nil {
 			return reconcile.Result{}, err
 		}
@@ -346,6 +348,7 @@ func (r *Reconciler) finalize(ctx context.Context, pool *v1alpha1.RunnerPool, ru
 		r.collectLast(ctx, pool)
 	}
 	r.gc.forget(pool.UID)
+	r.created.forget(pool.UID)
 	if controllerutil.ContainsFinalizer(pool, Finalizer) {
 		r.auditPool(pool, audit.ActionPoolDeleted, "pool.deleted:"+string(pool.UID), "RunnerPool deleted; its runners are gone", nil)
 	}

@@ -170,18 +170,23 @@ func AddRecord(history []v1alpha1.RunnerRecord, rec v1alpha1.RunnerRecord, limit
 // scaleUp creates a Runner for every assigned job without one, and warm runners up to minIdle,
 // never going past maxRunners. A job whose earlier runners failed waits out its backoff;
 // retryIn says when the first such wait ends.
-func (r *Reconciler) scaleUp(ctx context.Context, pool *v1alpha1.RunnerPool, live []v1alpha1.Runner, demand jobwatch.Demand) (created []v1alpha1.Runner, retryIn time.Duration, err error) {
-	have := map[string]bool{}
-	idle := 0
+func (r *Reconciler) scaleUp(ctx context.Context, pool *v1alpha1.RunnerPool, listed, live []v1alpha1.Runner, demand jobwatch.Demand) (created []v1alpha1.Runner, retryIn time.Duration, err error) {
+	now := r.Now()
+	// What this pool created that the cache does not show yet counts as live; what is being
+	// deleted counts until it is gone.
+	have, warmPending := r.created.pending(pool.UID, listed, now)
+	if have == nil {
+		have = map[string]bool{}
+	}
+	idle := warmPending
 	for _, rn := range live {
 		have[rn.Name] = true
 		if rn.Spec.Job == nil {
 			idle++
 		}
 	}
-	room := int(pool.Spec.Scaling.MaxRunners) - len(live)
+	room := int(pool.Spec.Scaling.MaxRunners) - len(have) - terminating(listed)
 	var wanted []*v1alpha1.Runner
-	now := r.Now()
 	for _, job := range demand.Assigned {
 		name := RunnerNameForHandle(pool.Name, job.Handle)
 		if have[name] {
@@ -248,6 +253,7 @@ func (r *Reconciler) scaleUp(ctx context.Context, pool *v1alpha1.RunnerPool, liv
 		switch {
 		case errs[i] == nil:
 			created = append(created, *runner)
+			r.created.add(pool.UID, runner.Name, runner.Spec.Job == nil, now)
 		case !apierrors.IsAlreadyExists(errs[i]): // one that exists was made by an earlier reconcile
 			failed = append(failed, errs[i])
 			if h := handleOf(runner); h != "" {

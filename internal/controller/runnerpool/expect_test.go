@@ -1,0 +1,88 @@
+package runnerpool
+
+import (
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jobwatch"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/journal"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/cluster"
+)
+
+func TestCreationsAreCountedUntilListedOrOld(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	var c creations
+	pool := types.UID("pool")
+	c.add(pool, "a", false, now)
+	c.add(pool, "w", true, now)
+	c.add(pool, "old", true, now.Add(-2*creationMemory))
+	c.add("other-pool", "x", true, now)
+	names, warm := c.pending(pool, nil, now)
+	if len(names) != 2 || !names["a"] || !names["w"] || warm != 1 {
+		t.Fatalf("pending %v (warm %d), want a and w, one warm", names, warm)
+	}
+	listed := []v1alpha1.Runner{{ObjectMeta: metav1.ObjectMeta{Name: "a"}}}
+	if names, warm = c.pending(pool, listed, now); len(names) != 1 || !names["w"] || warm != 1 {
+		t.Fatalf("pending %v (warm %d) once a is listed, want w", names, warm)
+	}
+	// Once listed, a runner is counted from the listing; gone from it later, it is not pending again.
+	if names, _ = c.pending(pool, nil, now); names["a"] {
+		t.Fatalf("a listed once is pending again")
+	}
+	c.forget(pool)
+	if names, _ = c.pending(pool, nil, now); len(names) != 0 {
+		t.Fatalf("forgotten pool still has %v", names)
+	}
+	deleting := metav1.NewTime(now)
+	if n := terminating([]v1alpha1.Runner{{}, {ObjectMeta: metav1.ObjectMeta{DeletionTimestamp: &deleting}}}); n != 1 {
+		t.Fatalf("terminating = %d, want 1", n)
+	}
+}
+
+// Two reconciles on a cache that does not yet show the first one's Runners create no more than
+// maxRunners between them.
+func TestMaxRunnersHoldsOnAStaleCache(t *testing.T) {
+	c := cluster.StartForTest(t, cluster.Options{APIServerOnly: true})
+	ctx := t.Context()
+	pool := &v1alpha1.RunnerPool{
+		ObjectMeta: metav1.ObjectMeta{Name: "stale", Namespace: "default"},
+		Spec: v1alpha1.RunnerPoolSpec{
+			Forgejo: v1alpha1.ForgejoConnection{URL: "http://forgejo.invalid", Scope: v1alpha1.ScopeGlobal,
+				TokenSecretRef: v1alpha1.SecretKeySelector{Name: "t"}},
+			Labels:  []string{"docker"},
+			Scaling: v1alpha1.Scaling{MaxRunners: 3, MinIdle: 2},
+		},
+	}
+	if err := c.Client.Create(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	r := &Reconciler{
+		Client:  c.Client,
+		Watcher: jobwatch.New(time.Hour, func(types.NamespacedName) {}, logr.Discard()),
+		Journal: journal.New(journal.Options{Log: logr.Discard()}),
+		Now:     time.Now,
+	}
+	// First the warm runners (their names are made by the API server), then two jobs.
+	first, _, err := r.scaleUp(ctx, pool, nil, nil, jobwatch.Demand{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	demand := jobwatch.Demand{Assigned: []jobwatch.Job{{ID: 1, Handle: "ha", Status: "waiting"}, {ID: 2, Handle: "hb", Status: "waiting"}}}
+	second, _, err := r.scaleUp(ctx, pool, nil, nil, demand) // the cache still shows none
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list v1alpha1.RunnerList
+	if err := c.Client.List(ctx, &list, client.InNamespace("default")); err != nil {
+		t.Fatal(err)
+	}
+	if len(first) != 2 || len(second) != 1 || len(list.Items) != 3 {
+		t.Fatalf("created %d warm then %d for jobs, %d in all; want 2, 1 and maxRunners 3", len(first), len(second), len(list.Items))
+	}
+}
