@@ -86,3 +86,51 @@ func TestMaxRunnersHoldsOnAStaleCache(t *testing.T) {
 		t.Fatalf("created %d warm then %d for jobs, %d in all; want 2, 1 and maxRunners 3", len(first), len(second), len(list.Items))
 	}
 }
+
+// An idle warm runner will take the oldest waiting job: that job gets no runner of its own for a
+// while, and then it does, should the warm runner not have taken it.
+func TestIdleWarmRunnersServeTheOldestJobsFirst(t *testing.T) {
+	c := cluster.StartForTest(t, cluster.Options{APIServerOnly: true})
+	ctx := t.Context()
+	pool := &v1alpha1.RunnerPool{
+		ObjectMeta: metav1.ObjectMeta{Name: "warm", Namespace: "default"},
+		Spec: v1alpha1.RunnerPoolSpec{
+			Forgejo: v1alpha1.ForgejoConnection{URL: "http://forgejo.invalid", Scope: v1alpha1.ScopeGlobal,
+				TokenSecretRef: v1alpha1.SecretKeySelector{Name: "t"}},
+			Labels:  []string{"docker"},
+			Scaling: v1alpha1.Scaling{MaxRunners: 10, MinIdle: 1},
+		},
+	}
+	if err := c.Client.Create(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	r := &Reconciler{
+		Client:  c.Client,
+		Watcher: jobwatch.New(time.Hour, func(types.NamespacedName) {}, logr.Discard()),
+		Journal: journal.New(journal.Options{Log: logr.Discard()}),
+		Now:     func() time.Time { return now },
+	}
+	warm := v1alpha1.Runner{ObjectMeta: metav1.ObjectMeta{Name: "warm-idle-x"}, Status: v1alpha1.RunnerStatus{Phase: v1alpha1.RunnerIdle}}
+	oldest := jobwatch.Job{ID: 1, Handle: "h-old", Status: "waiting", SeenAt: now.Add(-time.Second)}
+	newer := jobwatch.Job{ID: 2, Handle: "h-new", Status: "waiting", SeenAt: now}
+	created, retryIn, err := r.scaleUp(ctx, pool, []v1alpha1.Runner{warm}, []v1alpha1.Runner{warm}, jobwatch.Demand{Assigned: []jobwatch.Job{oldest, newer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(created) != 1 || created[0].Spec.Job == nil || created[0].Spec.Job.Handle != "h-new" {
+		t.Fatalf("created %d runners (%+v), want one, for the newer job", len(created), created)
+	}
+	if retryIn != warmServesWithin-time.Second {
+		t.Errorf("the pool looks again in %s, want when the oldest job's wait for the warm runner ends", retryIn)
+	}
+	// The warm runner did not take it in time: now the job gets its own.
+	now = now.Add(warmServesWithin)
+	created, _, err = r.scaleUp(ctx, pool, []v1alpha1.Runner{warm}, []v1alpha1.Runner{warm}, jobwatch.Demand{Assigned: []jobwatch.Job{oldest}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(created) != 1 || created[0].Spec.Job.Handle != "h-old" {
+		t.Fatalf("created %+v, want a runner for the job the warm runner left", created)
+	}
+}

@@ -186,7 +186,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		}
 	}
 
-	if live, err = r.endRunnersWithoutJob(ctx, &pool, status, live, demand); err != nil {
+	var goneIn time.Duration
+	if live, goneIn, err = r.endRunnersWithoutJob(ctx, &pool, status, live, demand); err != nil {
 		return reconcile.Result{}, err
 	}
 	if live, err = r.scaleDown(ctx, fj, &pool, status, live, demand); err != nil {
@@ -227,8 +228,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err == nil && lostCheckIn > 0 && lostCheckIn < result.RequeueAfter {
 		result.RequeueAfter = lostCheckIn
 	}
-	if err == nil && deadlineIn > 0 && deadlineIn < result.RequeueAfter {
-		result.RequeueAfter = deadlineIn
+	for _, in := range []time.Duration{deadlineIn, goneIn} {
+		if err == nil && in > 0 && in < result.RequeueAfter {
+			result.RequeueAfter = in
+		}
 	}
 	// Garbage collection runs in reconciles: an interval shorter than the resync is kept
 	// only if the pool is looked at that often, busy or not.

@@ -37,22 +37,27 @@ const (
 // endRunnersWithoutJob ends the runners whose job left the jobs list (cancelled, or taken and
 // finished by another runner) and that did not end by themselves within the grace period: a
 // runner started with --wait would otherwise wait for that job for ever. It returns the runners
-// still alive.
-func (r *Reconciler) endRunnersWithoutJob(ctx context.Context, pool *v1alpha1.RunnerPool, status *v1alpha1.RunnerPoolStatus, live []v1alpha1.Runner, demand jobwatch.Demand) ([]v1alpha1.Runner, error) {
+// still alive, and when the next grace period of a runner whose job is gone ends (0 for none), so
+// that the runner is ended then, not at the next resync.
+func (r *Reconciler) endRunnersWithoutJob(ctx context.Context, pool *v1alpha1.RunnerPool, status *v1alpha1.RunnerPoolStatus, live []v1alpha1.Runner, demand jobwatch.Demand) ([]v1alpha1.Runner, time.Duration, error) {
 	if demand.PolledAt.IsZero() || demand.Err != nil {
-		return live, nil //nolint:nilerr // without a good poll, no job can be said to be gone
+		return live, 0, nil //nolint:nilerr // without a good poll, no job can be said to be gone
 	}
 	now := r.Now()
 	var kept, ending []v1alpha1.Runner
+	var next time.Duration
 	for _, rn := range live {
 		if jobGone(&rn, demand, now, r.jobGoneGrace()) && !r.podEnded(ctx, &rn) {
 			ending = append(ending, rn)
-		} else {
-			kept = append(kept, rn)
+			continue
 		}
+		if left := graceLeft(&rn, demand, now, r.jobGoneGrace()); left > 0 && (next == 0 || left < next) {
+			next = left
+		}
+		kept = append(kept, rn)
 	}
 	if len(ending) == 0 {
-		return live, nil
+		return live, next, nil
 	}
 	for _, rn := range ending {
 		rec := Record(&rn)
@@ -63,16 +68,31 @@ func (r *Reconciler) endRunnersWithoutJob(ctx context.Context, pool *v1alpha1.Ru
 		status.RecentRunners = AddRecord(status.RecentRunners, rec, historyLimit(pool))
 	}
 	if err := r.updateStatus(ctx, pool, status); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	for i := range ending {
 		// The Runner's finalizer deletes its registration; its pod and Secret go with it.
 		if err := r.deleteRunner(ctx, &ending[i], "JobGone", jobGoneMessage(&ending[i])); err != nil {
-			return nil, fmt.Errorf("end runner %s: %w", ending[i].Name, err)
+			return nil, 0, fmt.Errorf("end runner %s: %w", ending[i].Name, err)
 		}
 		logf.FromContext(ctx).Info("ended runner whose job is gone", "runner", ending[i].Name, "job", ending[i].Spec.Job.ID)
 	}
-	return kept, nil
+	return kept, next, nil
+}
+
+// graceLeft is how long a runner whose job left the list may still end by itself; 0 when its
+// job is listed, or the grace is over.
+func graceLeft(rn *v1alpha1.Runner, demand jobwatch.Demand, now time.Time, grace time.Duration) time.Duration {
+	if rn.Spec.Job == nil {
+		return 0
+	}
+	if _, listed := demand.Known[rn.Spec.Job.Handle]; listed {
+		return 0
+	}
+	if goneAt, ok := demand.Gone[rn.Spec.Job.Handle]; ok {
+		return max(0, goneAt.Add(grace).Sub(now))
+	}
+	return max(0, rn.CreationTimestamp.Add(grace).Sub(demand.PolledAt))
 }
 
 func jobGoneMessage(rn *v1alpha1.Runner) string {

@@ -187,9 +187,20 @@ func (r *Reconciler) scaleUp(ctx context.Context, pool *v1alpha1.RunnerPool, lis
 	}
 	room := int(pool.Spec.Scaling.MaxRunners) - len(have) - terminating(listed)
 	var wanted []*v1alpha1.Runner
+	// A warm runner takes the oldest waiting job it can (Forgejo hands out the least recently
+	// updated first), so the oldest jobs are left to the idle warm runners for a while instead of
+	// each getting a runner that would wait out its job's run elsewhere.
+	warm := warmIdle(live)
 	for _, job := range demand.Assigned {
 		name := RunnerNameForHandle(pool.Name, job.Handle)
 		if have[name] {
+			continue
+		}
+		if left := warmServesWithin - now.Sub(job.SeenAt); warm > 0 && left > 0 {
+			warm--
+			if retryIn == 0 || left < retryIn {
+				retryIn = left
+			}
 			continue
 		}
 		wait, given := jobRetryDelay(pool, job.Handle, now)
@@ -269,6 +280,22 @@ func (r *Reconciler) scaleUp(ctx context.Context, pool *v1alpha1.RunnerPool, lis
 
 // createConcurrency is how many Runners a pool creates at once.
 const createConcurrency = 8
+
+// warmServesWithin is how long a job is left to an idle warm runner before it gets a runner of
+// its own: should the warm runner not take it (a broken one, a job it cannot see), the job waits
+// no longer than this.
+const warmServesWithin = 20 * time.Second
+
+// warmIdle counts the warm runners ready to take a job: running, idle, not being stopped.
+func warmIdle(live []v1alpha1.Runner) int {
+	n := 0
+	for _, rn := range live {
+		if rn.Spec.Job == nil && rn.Status.Phase == v1alpha1.RunnerIdle && rn.Status.Stop == nil && rn.DeletionTimestamp.IsZero() {
+			n++
+		}
+	}
+	return n
+}
 
 // handlesOf are the jobs the runners were made for.
 func handlesOf(runners []v1alpha1.Runner) []string {

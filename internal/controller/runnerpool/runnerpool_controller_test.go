@@ -123,6 +123,23 @@ func TestJobGone(t *testing.T) {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
 	}
+	// The pool looks again exactly when a grace period ends, not at its next resync.
+	for _, c := range []struct {
+		name   string
+		runner *v1alpha1.Runner
+		demand jobwatch.Demand
+		want   time.Duration
+	}{
+		{"job still listed", runner(time.Hour, v1alpha1.RunnerIdle), listed, 0},
+		{"job just left", runner(time.Hour, v1alpha1.RunnerIdle), goneNow, grace},
+		{"job left 10 s ago", runner(time.Hour, v1alpha1.RunnerIdle), jobwatch.Demand{PolledAt: now, Gone: map[string]time.Time{"h": now.Add(-10 * time.Second)}}, 5 * time.Second},
+		{"grace over", runner(time.Hour, v1alpha1.RunnerIdle), goneLongAgo, 0},
+		{"never listed, runner a second old", runner(time.Second, v1alpha1.RunnerPending), neverSeen, grace - time.Second},
+	} {
+		if got := graceLeft(c.runner, c.demand, now, grace); got != c.want {
+			t.Errorf("grace left, %s: %s, want %s", c.name, got, c.want)
+		}
+	}
 }
 
 // The audit log names who wrote a pool's spec from its managed fields: the earliest writer for
