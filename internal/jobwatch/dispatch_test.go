@@ -160,3 +160,40 @@ func TestHeldJobsAreReadBeforeTheFirstDispatch(t *testing.T) {
 		t.Errorf("the global pool does not have the job its Runner holds")
 	}
 }
+
+// A change in one connection's jobs tells the pools whose share of the waiting jobs moved, and
+// the connection's own pools; not every pool on the instance.
+func TestOnlyPoolsWhoseShareMovedAreTold(t *testing.T) {
+	f := newFixture(t)
+	if err := f.sim.EnsureOrganization("other"); err != nil {
+		t.Fatal(err)
+	}
+	otherToken, err := f.sim.CreateToken(forgejosim.OrganizationScope("other"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	global := pool("global", v1alpha1.ScopeGlobal, "docker")
+	other := pool("other", v1alpha1.ScopeOrganization, "docker")
+	f.watcher.Register(global, jobwatch.NewConnection(f.url, "global", "admin"), f.client(t, "admin", forgejo.GlobalScope()))
+	f.watcher.Register(other, jobwatch.NewConnection(f.url, "organization other", otherToken), f.client(t, otherToken, forgejo.OrganizationScope("other")))
+	waitFor(t, "both polled", func() bool {
+		return !f.watcher.Demand(global.Key).PolledAt.IsZero() && !f.watcher.Demand(other.Key).PolledAt.IsZero()
+	})
+	before := f.timesNotified(other.Key)
+	jobs, err := f.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.watcher.Trigger(f.url, jobwatch.RepositoryRef{FullName: "acme/app"}, "push")
+	waitFor(t, "the global pool's job", func() bool { return assignedHandles(f.watcher.Demand(global.Key))[jobs[0].Handle] })
+	waitFor(t, "the global pool told", func() bool { return f.timesNotified(global.Key) >= 2 })
+	if got := f.timesNotified(other.Key); got != before {
+		t.Errorf("the other organization's pool was told %d more times about a job that is not its", got-before)
+	}
+	// A job of its own organization moves its share: it is told.
+	if _, err := f.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "other/app", RunsOn: []string{"docker"}}); err != nil {
+		t.Fatal(err)
+	}
+	f.watcher.Trigger(f.url, jobwatch.RepositoryRef{FullName: "other/app"}, "push")
+	waitFor(t, "the other pool told", func() bool { return f.timesNotified(other.Key) > before })
+}

@@ -119,6 +119,8 @@ type Watcher struct {
 
 	// The dispatcher's state (dispatch.go): who holds which job, and the assignments computed
 	// from the pollers' last lists, valid while version is unchanged.
+	// notified is each pool's share of the waiting jobs when it was last told to look.
+	notified    map[types.NamespacedName]string
 	heldSource  HeldSource
 	held        map[string]heldBy
 	version     uint64
@@ -265,6 +267,7 @@ func (w *Watcher) Unregister(key types.NamespacedName) {
 		return
 	}
 	delete(w.pools, key)
+	delete(w.notified, key)
 	for handle, h := range w.held {
 		if h.pool == key {
 			delete(w.held, handle)
@@ -518,16 +521,41 @@ func (w *Watcher) pollOnce(ctx context.Context, conn Connection, p *poller, log 
 // connection's jobs can move a job between pools of different connections.
 func (w *Watcher) notifyUsers(conn Connection) {
 	w.mu.Lock()
+	shares := w.sharesLocked(conn.URL)
+	if w.notified == nil {
+		w.notified = map[types.NamespacedName]string{}
+	}
 	var keys []types.NamespacedName
 	for key, reg := range w.pools {
-		if reg.conn.URL == conn.URL {
+		if reg.conn.URL != conn.URL {
+			continue
+		}
+		// The pools of the connection that changed see a new list (jobs gone, jobs running); the
+		// others only care when their share of the waiting jobs moved.
+		if share := shares[key]; reg.conn == conn || w.notified[key] != share {
 			keys = append(keys, key)
+			w.notified[key] = share
 		}
 	}
 	w.mu.Unlock()
 	for _, k := range keys {
 		w.notify(k)
 	}
+}
+
+// sharesLocked describes each pool's share of the waiting jobs of a Forgejo instance: its
+// assigned handles, sorted and joined.
+func (w *Watcher) sharesLocked(url string) map[types.NamespacedName]string {
+	byPool := map[types.NamespacedName][]string{}
+	for handle, pool := range w.assignmentLocked(url).pools {
+		byPool[pool] = append(byPool[pool], handle)
+	}
+	out := make(map[types.NamespacedName]string, len(byPool))
+	for pool, handles := range byPool {
+		slices.Sort(handles)
+		out[pool] = strings.Join(handles, ",")
+	}
+	return out
 }
 
 func sameJobs(a, b map[string]Job) bool {
@@ -594,7 +622,6 @@ func (w *Watcher) Offer(url, repository string, job Job) bool {
 	w.mu.Unlock()
 	for conn := range changed {
 		w.notifyUsers(conn)
-		break // notifyUsers tells every pool on the instance
 	}
 	return len(changed) > 0
 }
