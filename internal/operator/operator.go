@@ -86,8 +86,9 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 		return fmt.Errorf("register Forgejo API metrics: %w", err)
 	}
 	factory := &poolconn.Factory{
-		// Token Secrets are read when needed rather than cached: a cache would hold every
-		// Secret of the cluster in the operator's memory.
+		// Token Secrets are read from the API server, not through the manager's cache (which
+		// would hold every Secret of the cluster in the operator's memory), and each token is
+		// reused for poolconn.DefaultTokenTTL.
 		Reader:     mgr.GetAPIReader(),
 		HTTPClient: &http.Client{Transport: http.DefaultTransport},
 		Observer:   observer,

@@ -4,11 +4,14 @@
 package poolconn
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -22,11 +25,28 @@ import (
 // ErrTokenSecret marks a problem with the pool's token Secret: missing, no such key, or empty.
 var ErrTokenSecret = errors.New("token secret")
 
+// DefaultTokenTTL is how long a pool's token, once read, is used before its Secret is read
+// again: every reconcile of a pool and of each of its Runners needs it, and reading it from the
+// API server each time costs a request per reconcile. A rotated token is picked up within it.
+const DefaultTokenTTL = 10 * time.Second
+
 // Factory builds clients for pools. Its HTTP client and metrics observer are shared.
 type Factory struct {
 	Reader     client.Reader
 	HTTPClient *http.Client
 	Observer   forgejo.Observer
+	// TokenTTL is how long a token read is reused; 0 means DefaultTokenTTL.
+	TokenTTL time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+
+	mu     sync.Mutex
+	tokens map[string]cachedToken
+}
+
+type cachedToken struct {
+	value string
+	read  time.Time
 }
 
 // Client returns a Forgejo client for the pool's instance and scope, and its connection key.
@@ -58,6 +78,37 @@ func (f *Factory) token(ctx context.Context, namespace string, ref v1alpha1.Secr
 	if key == "" {
 		key = "token"
 	}
+	now := time.Now
+	if f.Now != nil {
+		now = f.Now
+	}
+	ttl := cmp.Or(f.TokenTTL, DefaultTokenTTL)
+	id := namespace + "/" + ref.Name + "/" + key
+	f.mu.Lock()
+	if c, ok := f.tokens[id]; ok && now().Sub(c.read) < ttl {
+		f.mu.Unlock()
+		return c.value, nil
+	}
+	f.mu.Unlock()
+	// Failures are not kept: a Secret fixed by its owner is seen at the next reconcile.
+	value, err := f.readToken(ctx, namespace, ref.Name, key)
+	if err != nil {
+		return "", err
+	}
+	f.mu.Lock()
+	if f.tokens == nil || len(f.tokens) > maxCachedTokens {
+		f.tokens = map[string]cachedToken{}
+	}
+	f.tokens[id] = cachedToken{value: value, read: now()}
+	f.mu.Unlock()
+	return value, nil
+}
+
+// maxCachedTokens bounds the token cache; past it the cache starts afresh.
+const maxCachedTokens = 10000
+
+func (f *Factory) readToken(ctx context.Context, namespace, name, key string) (string, error) {
+	ref := v1alpha1.SecretKeySelector{Name: name}
 	var secret corev1.Secret
 	if err := f.Reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: ref.Name}, &secret); err != nil {
 		return "", fmt.Errorf("%w: read Secret %s/%s: %w", ErrTokenSecret, namespace, ref.Name, err)

@@ -1,0 +1,67 @@
+package poolconn
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/cluster"
+)
+
+// countingReader counts the reads that reach the API server.
+type countingReader struct {
+	client.Reader
+	gets atomic.Int64
+}
+
+func (r *countingReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	r.gets.Add(1)
+	return r.Reader.Get(ctx, key, obj, opts...)
+}
+
+// A pool's token is read from the API server once per TTL, however often its pool and runners
+// reconcile; a rotated token is used once the TTL is over, and a missing one is not remembered.
+func TestTokenIsReadOncePerTTL(t *testing.T) {
+	c := cluster.StartForTest(t, cluster.Options{APIServerOnly: true})
+	ctx := t.Context()
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "fj", Namespace: "default"}, StringData: map[string]string{"token": "one"}}
+	if err := c.Client.Create(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	reader := &countingReader{Reader: c.Client}
+	f := &Factory{Reader: reader, TokenTTL: 10 * time.Second, Now: func() time.Time { return now }}
+	ref := v1alpha1.SecretKeySelector{Name: "fj"}
+	for range 5 {
+		if tok, err := f.token(ctx, "default", ref); err != nil || tok != "one" {
+			t.Fatalf("token %q, %v", tok, err)
+		}
+	}
+	if n := reader.gets.Load(); n != 1 {
+		t.Fatalf("%d reads for five uses within the TTL, want 1", n)
+	}
+	secret.StringData = map[string]string{"token": "two"}
+	if err := c.Client.Update(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(11 * time.Second)
+	if tok, _ := f.token(ctx, "default", ref); tok != "two" {
+		t.Fatalf("token %q after the TTL, want the rotated one", tok)
+	}
+	missing := v1alpha1.SecretKeySelector{Name: "absent"}
+	for range 2 {
+		if _, err := f.token(ctx, "default", missing); !errors.Is(err, ErrTokenSecret) {
+			t.Fatalf("missing Secret: %v", err)
+		}
+	}
+	if n := reader.gets.Load(); n != 4 {
+		t.Fatalf("%d reads, want 4: a missing Secret is read again each time", n)
+	}
+}
