@@ -16,6 +16,23 @@ import (
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jobwatch"
 )
 
+// repositoryWithAJob makes acme/app with a waiting docker job, and a token of that repository.
+func (f *fixture) repositoryWithAJob(t *testing.T) (repoToken, handle string) {
+	t.Helper()
+	if err := f.sim.EnsureRepository("acme/app"); err != nil {
+		t.Fatal(err)
+	}
+	repoToken, err := f.sim.CreateToken(forgejosim.RepositoryScope("acme/app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := f.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return repoToken, jobs[0].Handle
+}
+
 func assignedHandles(d jobwatch.Demand) map[string]bool {
 	out := map[string]bool{}
 	for _, j := range d.Assigned {
@@ -42,18 +59,7 @@ func (l *failingLister) ListJobs(ctx context.Context, labels ...string) ([]forge
 // failing pool captures jobs").
 func TestAFailingPoolDoesNotCaptureJobs(t *testing.T) {
 	f := newFixture(t)
-	if err := f.sim.EnsureRepository("acme/app"); err != nil {
-		t.Fatal(err)
-	}
-	repoToken, err := f.sim.CreateToken(forgejosim.RepositoryScope("acme/app"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	jobs, err := f.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	handle := jobs[0].Handle
+	repoToken, handle := f.repositoryWithAJob(t)
 	global := pool("global", v1alpha1.ScopeGlobal, "docker")
 	repo := pool("repo", v1alpha1.ScopeRepository, "docker")
 	revocable := &failingLister{JobLister: f.client(t, repoToken, forgejo.RepositoryScope("acme", "app"))}
@@ -76,18 +82,7 @@ func TestAFailingPoolDoesNotCaptureJobs(t *testing.T) {
 // that lists it later would win the rule (issue #11: "two runners for one job").
 func TestAClaimedJobStaysWithItsPool(t *testing.T) {
 	f := newFixture(t)
-	if err := f.sim.EnsureRepository("acme/app"); err != nil {
-		t.Fatal(err)
-	}
-	repoToken, err := f.sim.CreateToken(forgejosim.RepositoryScope("acme/app"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	jobs, err := f.sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	handle := jobs[0].Handle
+	repoToken, handle := f.repositoryWithAJob(t)
 	global := pool("global", v1alpha1.ScopeGlobal, "docker")
 	repo := pool("repo", v1alpha1.ScopeRepository, "docker")
 	f.watcher.Register(global, jobwatch.NewConnection(f.url, "global", "admin"), f.client(t, "admin", forgejo.GlobalScope()))

@@ -1,30 +1,16 @@
 package poolconn
 
 import (
-	"context"
 	"errors"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/cluster"
 )
-
-// countingReader counts the reads that reach the API server.
-type countingReader struct {
-	client.Reader
-	gets atomic.Int64
-}
-
-func (r *countingReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-	r.gets.Add(1)
-	return r.Reader.Get(ctx, key, obj, opts...)
-}
 
 // A pool's token is read from the API server once per TTL, however often its pool and runners
 // reconcile; a rotated token is used once the TTL is over, and a missing one is not remembered.
@@ -36,7 +22,7 @@ func TestTokenIsReadOncePerTTL(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
-	reader := &countingReader{Reader: c.Client}
+	reader := &cluster.CountingReader{Reader: c.Client}
 	f := &Factory{Reader: reader, TokenTTL: 10 * time.Second, Now: func() time.Time { return now }}
 	ref := v1alpha1.SecretKeySelector{Name: "fj"}
 	for range 5 {
@@ -44,7 +30,7 @@ func TestTokenIsReadOncePerTTL(t *testing.T) {
 			t.Fatalf("token %q, %v", tok, err)
 		}
 	}
-	if n := reader.gets.Load(); n != 1 {
+	if n := reader.Gets(); n != 1 {
 		t.Fatalf("%d reads for five uses within the TTL, want 1", n)
 	}
 	secret.StringData = map[string]string{"token": "two"}
@@ -61,7 +47,7 @@ func TestTokenIsReadOncePerTTL(t *testing.T) {
 			t.Fatalf("missing Secret: %v", err)
 		}
 	}
-	if n := reader.gets.Load(); n != 4 {
+	if n := reader.Gets(); n != 4 {
 		t.Fatalf("%d reads, want 4: a missing Secret is read again each time", n)
 	}
 }

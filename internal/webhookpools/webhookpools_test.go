@@ -1,14 +1,11 @@
 package webhookpools
 
 import (
-	"context"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/cluster"
@@ -38,17 +35,6 @@ func TestCovers(t *testing.T) {
 			t.Errorf("%s %s%s covers %s = %v, want %v", c.pool.Spec.Forgejo.Scope, c.pool.Spec.Forgejo.Organization, c.pool.Spec.Forgejo.Repository, c.repo, got, c.want)
 		}
 	}
-}
-
-// countingReader counts the reads that reach the API server.
-type countingReader struct {
-	client.Reader
-	gets atomic.Int64
-}
-
-func (r *countingReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-	r.gets.Add(1)
-	return r.Reader.Get(ctx, key, obj, opts...)
 }
 
 func TestCandidatesChooseByScopeAndReadEachSecretOncePerTTL(t *testing.T) {
@@ -84,7 +70,7 @@ func TestCandidatesChooseByScopeAndReadEachSecretOncePerTTL(t *testing.T) {
 		p.Spec.Forgejo.WebhookSecretRef = &v1alpha1.SecretKeySelector{Name: "repo-hook", Key: "secret"}
 	})
 
-	reader := &countingReader{Reader: c.Client}
+	reader := &cluster.CountingReader{Reader: c.Client}
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	secrets := &Secrets{Pools: c.Client, SecretReader: reader, Shared: []byte("shared"), TTL: time.Minute, Now: func() time.Time { return now }}
 
@@ -100,14 +86,14 @@ func TestCandidatesChooseByScopeAndReadEachSecretOncePerTTL(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := reader.gets.Load(); n != 1 {
+	if n := reader.Gets(); n != 1 {
 		t.Fatalf("51 deliveries read the Secret %d times, want once within the TTL", n)
 	}
 	now = now.Add(2 * time.Minute)
 	if _, err := secrets.Candidates(ctx, "acme/app"); err != nil {
 		t.Fatal(err)
 	}
-	if n := reader.gets.Load(); n != 2 {
+	if n := reader.Gets(); n != 2 {
 		t.Fatalf("after the TTL the Secret was read %d times in all, want 2", n)
 	}
 	if all, _ := secrets.Candidates(ctx, ""); len(all) != 3 {

@@ -15,6 +15,31 @@ import (
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/cluster"
 )
 
+// scaleUpFixture is a pool on the real API server and a Reconciler to scale it up with.
+func scaleUpFixture(t *testing.T, scaling v1alpha1.Scaling, now func() time.Time) (*Reconciler, *v1alpha1.RunnerPool, *cluster.Cluster) {
+	t.Helper()
+	c := cluster.StartForTest(t, cluster.Options{APIServerOnly: true})
+	pool := &v1alpha1.RunnerPool{
+		ObjectMeta: metav1.ObjectMeta{Name: "scaled", Namespace: "default"},
+		Spec: v1alpha1.RunnerPoolSpec{
+			Forgejo: v1alpha1.ForgejoConnection{URL: "http://forgejo.invalid", Scope: v1alpha1.ScopeGlobal,
+				TokenSecretRef: v1alpha1.SecretKeySelector{Name: "t"}},
+			Labels:  []string{"docker"},
+			Scaling: scaling,
+		},
+	}
+	if err := c.Client.Create(t.Context(), pool); err != nil {
+		t.Fatal(err)
+	}
+	r := &Reconciler{
+		Client:  c.Client,
+		Watcher: jobwatch.New(time.Hour, func(types.NamespacedName) {}, logr.Discard()),
+		Journal: journal.New(journal.Options{Log: logr.Discard()}),
+		Now:     now,
+	}
+	return r, pool, c
+}
+
 func TestCreationsAreCountedUntilListedOrOld(t *testing.T) {
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	var c creations
@@ -48,26 +73,8 @@ func TestCreationsAreCountedUntilListedOrOld(t *testing.T) {
 // Two reconciles on a cache that does not yet show the first one's Runners create no more than
 // maxRunners between them.
 func TestMaxRunnersHoldsOnAStaleCache(t *testing.T) {
-	c := cluster.StartForTest(t, cluster.Options{APIServerOnly: true})
+	r, pool, c := scaleUpFixture(t, v1alpha1.Scaling{MaxRunners: 3, MinIdle: 2}, time.Now)
 	ctx := t.Context()
-	pool := &v1alpha1.RunnerPool{
-		ObjectMeta: metav1.ObjectMeta{Name: "stale", Namespace: "default"},
-		Spec: v1alpha1.RunnerPoolSpec{
-			Forgejo: v1alpha1.ForgejoConnection{URL: "http://forgejo.invalid", Scope: v1alpha1.ScopeGlobal,
-				TokenSecretRef: v1alpha1.SecretKeySelector{Name: "t"}},
-			Labels:  []string{"docker"},
-			Scaling: v1alpha1.Scaling{MaxRunners: 3, MinIdle: 2},
-		},
-	}
-	if err := c.Client.Create(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
-	r := &Reconciler{
-		Client:  c.Client,
-		Watcher: jobwatch.New(time.Hour, func(types.NamespacedName) {}, logr.Discard()),
-		Journal: journal.New(journal.Options{Log: logr.Discard()}),
-		Now:     time.Now,
-	}
 	// First the warm runners (their names are made by the API server), then two jobs.
 	first, _, err := r.scaleUp(ctx, pool, nil, nil, jobwatch.Demand{})
 	if err != nil {
@@ -90,27 +97,9 @@ func TestMaxRunnersHoldsOnAStaleCache(t *testing.T) {
 // An idle warm runner will take the oldest waiting job: that job gets no runner of its own for a
 // while, and then it does, should the warm runner not have taken it.
 func TestIdleWarmRunnersServeTheOldestJobsFirst(t *testing.T) {
-	c := cluster.StartForTest(t, cluster.Options{APIServerOnly: true})
-	ctx := t.Context()
-	pool := &v1alpha1.RunnerPool{
-		ObjectMeta: metav1.ObjectMeta{Name: "warm", Namespace: "default"},
-		Spec: v1alpha1.RunnerPoolSpec{
-			Forgejo: v1alpha1.ForgejoConnection{URL: "http://forgejo.invalid", Scope: v1alpha1.ScopeGlobal,
-				TokenSecretRef: v1alpha1.SecretKeySelector{Name: "t"}},
-			Labels:  []string{"docker"},
-			Scaling: v1alpha1.Scaling{MaxRunners: 10, MinIdle: 1},
-		},
-	}
-	if err := c.Client.Create(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now()
-	r := &Reconciler{
-		Client:  c.Client,
-		Watcher: jobwatch.New(time.Hour, func(types.NamespacedName) {}, logr.Discard()),
-		Journal: journal.New(journal.Options{Log: logr.Discard()}),
-		Now:     func() time.Time { return now },
-	}
+	r, pool, _ := scaleUpFixture(t, v1alpha1.Scaling{MaxRunners: 10, MinIdle: 1}, func() time.Time { return now })
+	ctx := t.Context()
 	warm := v1alpha1.Runner{ObjectMeta: metav1.ObjectMeta{Name: "warm-idle-x"}, Status: v1alpha1.RunnerStatus{Phase: v1alpha1.RunnerIdle}}
 	oldest := jobwatch.Job{ID: 1, Handle: "h-old", Status: "waiting", SeenAt: now.Add(-time.Second)}
 	newer := jobwatch.Job{ID: 2, Handle: "h-new", Status: "waiting", SeenAt: now}
