@@ -5,6 +5,7 @@ package runnerpool
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -83,6 +85,8 @@ type Reconciler struct {
 	deleted sync.Map // types.UID -> time.Time
 	// created are the Runners created that the cache may not show yet.
 	created creations
+	// Workers is how many pools are reconciled at once; 0 means DefaultWorkers.
+	Workers int
 }
 
 // deleteRunner deletes a Runner for reason, remembers it as gone and records its last event.
@@ -119,8 +123,15 @@ func (r *Reconciler) SetupWithManager(mgr manager.Manager) error {
 		Owns(&v1alpha1.Runner{}).
 		WatchesRawSource(source.Channel(r.Events, &handler.TypedEnqueueRequestForObject[*v1alpha1.RunnerPool]{})).
 		Named("runnerpool").
+		// Pools are reconciled side by side; one pool is never reconciled twice at once (the
+		// queue's guarantee), and what pools share (the dispatcher's claims, the collectors) is
+		// locked.
+		WithOptions(controller.Options{MaxConcurrentReconciles: cmp.Or(r.Workers, DefaultWorkers)}).
 		Complete(r)
 }
+
+// DefaultWorkers is how many pools are reconciled at once.
+const DefaultWorkers = 4
 
 // Reconcile makes a pool's Runners match its demand and records what it saw.
 func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
