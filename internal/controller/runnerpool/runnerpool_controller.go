@@ -205,12 +205,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return reconcile.Result{}, err
 	}
 	if demand.Err == nil && r.gc.due(pool.UID, r.Now(), r.gcInterval()) {
-		listed, err := r.gc.collect(ctx, fj, &pool, registrationIDs(runners), r.orphanDeleted)
+		listed, listedAt, err := r.gc.collect(ctx, fj, conn, r.gcInterval(), &pool, registrationIDs(runners), r.orphanDeleted)
 		if err != nil {
 			// Orphans cost only a stale entry in Forgejo's list; the next pass tries again.
 			logf.FromContext(ctx).Error(err, "garbage collection of registrations")
 		} else {
-			for _, rn := range LostCandidates(live, listed) {
+			for _, rn := range LostCandidates(registeredBefore(live, listedAt), listed) {
 				r.lost.suspect(rn.UID, r.Now())
 			}
 		}

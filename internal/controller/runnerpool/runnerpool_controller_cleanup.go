@@ -161,6 +161,41 @@ type orphanCollector struct {
 	mu       sync.Mutex
 	lastRun  map[types.UID]time.Time
 	suspects map[types.UID][]int64
+	// listings are the connections' last complete lists of registrations: pools sharing a
+	// connection (URL, scope, token) see the same registrations, so one list serves them all.
+	listings map[jobwatch.Connection]listing
+}
+
+type listing struct {
+	at            time.Time
+	registrations []forgejo.Runner
+}
+
+// list returns the connection's registrations, listed anew only when the last list is older
+// than maxAge.
+func (g *orphanCollector) list(ctx context.Context, fj *forgejo.Client, conn jobwatch.Connection, now time.Time, maxAge time.Duration) ([]forgejo.Runner, time.Time, error) {
+	g.mu.Lock()
+	if l, ok := g.listings[conn]; ok && now.Sub(l.at) < maxAge {
+		g.mu.Unlock()
+		return l.registrations, l.at, nil
+	}
+	g.mu.Unlock()
+	registrations, err := fj.ListRunners(ctx, forgejo.ListOptions{})
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("list registrations for garbage collection: %w", err)
+	}
+	g.mu.Lock()
+	if g.listings == nil {
+		g.listings = map[jobwatch.Connection]listing{}
+	}
+	for c, l := range g.listings {
+		if now.Sub(l.at) >= maxAge {
+			delete(g.listings, c)
+		}
+	}
+	g.listings[conn] = listing{at: now, registrations: registrations}
+	g.mu.Unlock()
+	return registrations, now, nil
 }
 
 func (g *orphanCollector) due(pool types.UID, now time.Time, interval time.Duration) bool {
@@ -180,12 +215,14 @@ func (g *orphanCollector) due(pool types.UID, now time.Time, interval time.Durat
 // deleted is told of every registration the pass deleted (or found already gone). It decides
 // on a complete listing only (forgejo.Client.ListRunners fails rather than return a partial
 // one), and confirms each registration by id, with its uuid and marker, before deleting it.
-// It returns the ids the listing holds.
-func (g *orphanCollector) collect(ctx context.Context, fj *forgejo.Client, pool *v1alpha1.RunnerPool, known map[int64]bool,
-	deleted func(pool *v1alpha1.RunnerPool, reg forgejo.Runner, result string)) (map[int64]bool, error) {
-	registrations, err := fj.ListRunners(ctx, forgejo.ListOptions{})
+// It returns the ids the listing holds, and when it was made. The listing is the connection's, shared with the other
+// pools on it for half an interval: a registration made after it is not in it, and one deleted
+// since is confirmed gone by id before anything is done.
+func (g *orphanCollector) collect(ctx context.Context, fj *forgejo.Client, conn jobwatch.Connection, interval time.Duration, pool *v1alpha1.RunnerPool, known map[int64]bool,
+	deleted func(pool *v1alpha1.RunnerPool, reg forgejo.Runner, result string)) (map[int64]bool, time.Time, error) {
+	registrations, at, err := g.list(ctx, fj, conn, time.Now(), interval/2)
 	if err != nil {
-		return nil, fmt.Errorf("list registrations for garbage collection: %w", err)
+		return nil, at, err
 	}
 	listed := make(map[int64]bool, len(registrations))
 	for _, reg := range registrations {
@@ -205,13 +242,16 @@ func (g *orphanCollector) collect(ctx context.Context, fj *forgejo.Client, pool 
 			continue
 		}
 		if err := deleteOrphan(ctx, fj, pool, reg, deleted); err != nil {
-			return nil, err
+			return nil, at, err
 		}
 	}
 	g.mu.Lock()
+	if g.suspects == nil {
+		g.suspects = map[types.UID][]int64{}
+	}
 	g.suspects[pool.UID] = suspects
 	g.mu.Unlock()
-	return listed, nil
+	return listed, at, nil
 }
 
 // markedAs tells the registrations that carry the pool's marker.

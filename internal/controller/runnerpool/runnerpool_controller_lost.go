@@ -181,3 +181,15 @@ func (l *idleLooks) confirmed(uid types.UID, idle bool, now time.Time) bool {
 	at, _ := l.first.LoadOrStore(uid, now)
 	return now.Sub(at.(time.Time)) >= idleConfirmDelay
 }
+
+// registeredBefore are the runners registered before t: a listing made at t can only vouch for
+// those.
+func registeredBefore(live []v1alpha1.Runner, t time.Time) []v1alpha1.Runner {
+	var out []v1alpha1.Runner
+	for _, rn := range live {
+		if reg := rn.Status.Registration; reg != nil && reg.RegisteredAt != nil && reg.RegisteredAt.Time.Before(t) {
+			out = append(out, rn)
+		}
+	}
+	return out
+}
