@@ -89,16 +89,11 @@ func (w *Watcher) Hold(pool types.NamespacedName, handles []string) {
 		}
 	}
 	for _, handle := range handles {
-		if handle == "" {
-			continue
-		}
-		if h, ok := w.held[handle]; !ok || h.pool != pool {
-			// Two pools with a Runner for one job (made before this rule, or by hand): the first
-			// seen keeps it, and the other's Runner ends as its job goes.
-			if !ok {
-				w.held[handle] = heldBy{pool: pool}
-				changed = true
-			}
+		// Two pools with a Runner for one job (made before this rule, or by hand): the first
+		// seen keeps it, and the other's Runner ends as its job goes.
+		if _, ok := w.held[handle]; !ok && handle != "" {
+			w.held[handle] = heldBy{pool: pool}
+			changed = true
 		}
 	}
 	if changed {
