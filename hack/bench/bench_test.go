@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"maps"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -269,5 +270,148 @@ func TestPrintResultsSideBySide(t *testing.T) {
 	out.Reset()
 	if err := printResults(&out, all, true); err != nil || !strings.HasPrefix(out.String(), "[") {
 		t.Errorf("JSON output is not an array (%v):\n%s", err, out.String())
+	}
+}
+
+func TestParseFlagsScale(t *testing.T) {
+	cfg, err := parseFlags(nil)
+	if err != nil || slices.Contains(cfg.paths, pathScale) {
+		t.Fatalf("defaults: paths %q, %v; want no scale path", cfg.paths, err)
+	}
+	if cfg.pools != defaultScalePools || cfg.runners != defaultScaleRunners || cfg.window != time.Minute {
+		t.Errorf("defaults: pools %d, runners %d, window %s", cfg.pools, cfg.runners, cfg.window)
+	}
+	cfg, err = parseFlags(strings.Fields("-paths scale -pools 20 -runners 200 -window 30s"))
+	if err != nil || !slices.Equal(cfg.paths, []string{pathScale}) || cfg.pools != 20 || cfg.runners != 200 || cfg.window != 30*time.Second {
+		t.Errorf("-paths scale -pools 20 -runners 200: %+v, %v", cfg, err)
+	}
+	if _, err := parseFlags(strings.Fields("-paths poll,scale")); err != nil {
+		t.Errorf("scale last: %v", err)
+	}
+	for _, bad := range []string{
+		"-paths scale,poll", "-paths scale -pools 0", "-paths scale -pools 501",
+		"-paths scale -pools 10 -runners 9", "-paths scale -runners 10001", "-paths scale -window 1s",
+	} {
+		if _, err := parseFlags(strings.Fields(bad)); err == nil {
+			t.Errorf("parseFlags(%q) took it", bad)
+		}
+	}
+	// Without the scale path its flags are not checked.
+	if _, err := parseFlags(strings.Fields("-paths poll -pools 0")); err != nil {
+		t.Errorf("-pools 0 without the scale path: %v", err)
+	}
+}
+
+func TestScaleSizes(t *testing.T) {
+	if got, want := scaleSizes(50, 500), []scaleSize{{12, 125}, {25, 250}, {50, 500}}; !slices.Equal(got, want) {
+		t.Errorf("scaleSizes(50, 500) = %v, want %v", got, want)
+	}
+	// Sizes that round alike are measured once; every pool keeps a runner.
+	if got, want := scaleSizes(1, 2), []scaleSize{{1, 1}, {1, 2}}; !slices.Equal(got, want) {
+		t.Errorf("scaleSizes(1, 2) = %v, want %v", got, want)
+	}
+	if got, want := scaleSizes(8, 8), []scaleSize{{2, 2}, {4, 4}, {8, 8}}; !slices.Equal(got, want) {
+		t.Errorf("scaleSizes(8, 8) = %v, want %v", got, want)
+	}
+	if got := spread(10, 4); !slices.Equal(got, []int{3, 3, 2, 2}) {
+		t.Errorf("spread(10, 4) = %v", got)
+	}
+	if scaleNodes(200) != 1 || scaleNodes(500) != 3 || scaleNodes(1) != 1 {
+		t.Errorf("scaleNodes: 200 → %d, 500 → %d, 1 → %d", scaleNodes(200), scaleNodes(500), scaleNodes(1))
+	}
+	if poolOrg(0, 5) != "" || poolOrg(1, 5) != "scale-org-1" || poolOrg(6, 5) != "scale-org-1" || poolOrg(5, 5) != "scale-org-5" {
+		t.Error("poolOrg does not put pool 0 global and the rest round the organizations")
+	}
+	if scaleOrgCount(1) != 0 || scaleOrgCount(3) != 2 || scaleOrgCount(50) != 5 {
+		t.Error("scaleOrgCount")
+	}
+	if connections(1, 0) != 1 || connections(3, 5) != 3 || connections(50, 5) != 6 {
+		t.Error("connections")
+	}
+}
+
+func TestFitLineAndProjection(t *testing.T) {
+	// y = 20 + 0.03·x exactly.
+	f, ok := fitLine([]float64{100, 200, 400}, []float64{23, 26, 32})
+	if !ok || f.Points != 3 || math.Abs(f.Intercept-20) > 1e-9 || math.Abs(f.Slope-0.03) > 1e-12 || math.Abs(f.At10k-320) > 1e-6 {
+		t.Errorf("fitLine = %+v, %v; want 20 + 0.03x, 320 at 10000", f, ok)
+	}
+	// Least squares through scattered points: (0,1), (1,3), (2,2) → y = 1.5 + 0.5x.
+	f, ok = fitLine([]float64{0, 1, 2}, []float64{1, 3, 2})
+	if !ok || math.Abs(f.Intercept-1.5) > 1e-9 || math.Abs(f.Slope-0.5) > 1e-9 {
+		t.Errorf("fitLine scattered = %+v", f)
+	}
+	for _, xs := range [][]float64{nil, {5}, {5, 5}} {
+		if _, ok := fitLine(xs, make([]float64, len(xs))); ok {
+			t.Errorf("fitLine(%v) fitted", xs)
+		}
+	}
+	if project(10, 2, 10000) != 20010 {
+		t.Error("project")
+	}
+}
+
+func TestParseReconciles(t *testing.T) {
+	text := `# HELP controller_runtime_reconcile_total Total number of reconciliations per controller
+# TYPE controller_runtime_reconcile_total counter
+controller_runtime_reconcile_total{controller="runner",result="success"} 120
+controller_runtime_reconcile_total{controller="runner",result="error"} 3
+controller_runtime_reconcile_total{controller="runnerpool",result="requeue_after"} 7 1700000000000
+controller_runtime_reconcile_errors_total{controller="runner"} 3
+`
+	got, err := parseReconciles(strings.NewReader(text))
+	if err != nil || !maps.Equal(got, map[string]float64{"runner": 123, "runnerpool": 7}) {
+		t.Errorf("parseReconciles = %v, %v", got, err)
+	}
+	if _, err := parseReconciles(strings.NewReader("go_goroutines 5\n")); err == nil {
+		t.Error("parseReconciles took metrics without reconciles")
+	}
+}
+
+func TestPrintScale(t *testing.T) {
+	r := &scaleResults{Path: pathScale, Pools: 20, Runners: 200, Orgs: 5, PollInterval: "10s", Window: "1m0s", Nodes: 1, CPUs: 2}
+	for i, s := range scaleSizes(20, 200) {
+		r.Steps = append(r.Steps, scaleStep{
+			scaleSize: s, Connections: connections(s.Pools, 5), Complete: true, IdleAtEnd: s.Runners,
+			PeakRSSMiB: 40 + float64(s.Runners)/10, RSSEndMiB: 30 + float64(s.Runners)/10, WindowMaxRSSMiB: 31,
+			CPUPerMinute: float64(i + 1), ReconcilesPerSecond: map[string]float64{"runner": 1, "runnerpool": 0.5},
+			JobsPollsPerInterval: 6, EndpointsPerInterval: map[string]float64{"GET /api/v1/admin/actions/runners/jobs": 1},
+		})
+	}
+	r.Steps = append(r.Steps, scaleStep{scaleSize: scaleSize{Pools: 40, Runners: 400}, Connections: 6, IdleAtStart: 310, RampSeconds: 200})
+	r.Notes = append(r.Notes, "40 pools, 400 runners: only 310 Idle")
+	r.fits()
+	if r.FitPeak == nil || math.Abs(r.FitPeak.Slope-0.1) > 1e-9 || math.Abs(r.FitPeak.At10k-1040) > 1e-6 {
+		t.Fatalf("peak fit = %+v; want 40 + 0.1x over the complete sizes only", r.FitPeak)
+	}
+	var buf bytes.Buffer
+	if err := printScale(&buf, r, false); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for _, want := range []string{
+		"no (310 Idle)",
+		"jobs polls per interval at 20 pools: 6.00 over 6 distinct connections",
+		"reconciles/s by controller: runner 1.00, runnerpool 0.50",
+		"1.00  GET /api/v1/admin/actions/runners/jobs",
+		"peak RSS = 40.0 MiB + 0.1000 MiB × runners (least squares over 3 sizes); projected at 10000 runners over 500 pools: 1040 MiB",
+		"end RSS = 30.0 MiB",
+		"note: 40 pools, 400 runners: only 310 Idle",
+		"largest size run: 20 pools, 200 runners Idle over 6 connections, on 2 CPUs",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("printScale lacks %q:\n%s", want, out)
+		}
+	}
+	buf.Reset()
+	if err := printScale(&buf, &scaleResults{Steps: r.Steps[3:]}, false); err != nil {
+		t.Fatal(err)
+	}
+	if out := buf.String(); !strings.Contains(out, "largest size run: none") || !strings.Contains(out, "peak RSS: no fit") {
+		t.Errorf("printScale without a complete size:\n%s", out)
+	}
+	buf.Reset()
+	if err := printScale(&buf, r, true); err != nil || !strings.Contains(buf.String(), `"projected_mib_at_10000_runners": 1040`) {
+		t.Errorf("printScale JSON: %v\n%s", err, buf.String())
 	}
 }

@@ -40,10 +40,16 @@ const (
 	pathPoll    = "poll"
 	pathWebhook = "webhook"
 	pathChain   = "chain"
+	// pathScale keeps many pools' warm runners up and measures the operator's steady cost; it
+	// is not among the defaults, and comes last when named (its pools are left to the teardown).
+	pathScale = "scale"
 )
 
 // knownPaths are the paths in the order -paths runs them by default.
 var knownPaths = []string{pathPoll, pathWebhook, pathChain}
+
+// allPaths are every path -paths takes.
+var allPaths = append(slices.Clone(knownPaths), pathScale)
 
 type config struct {
 	paths      []string
@@ -54,6 +60,9 @@ type config struct {
 	maxRunners int
 	singles    int
 	chains     int
+	pools      int
+	runners    int
+	window     time.Duration
 	timeout    time.Duration
 	jsonOut    bool
 	dir        string
@@ -83,10 +92,14 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&paths, "paths", strings.Join(knownPaths, ","), "Comma-separated paths to run, in order: "+
 		pathPoll+" (a burst the operator learns of only by polling), "+
 		pathWebhook+" (a burst with Forgejo 15's push delivery per run) and "+
-		pathChain+" (build → test → deploy runs tied by needs:, polling every 10m).")
+		pathChain+" (build → test → deploy runs tied by needs:, polling every 10m); "+
+		pathScale+" (not a default: -pools pools keeping -runners warm runners, at a quarter, half and all of them) must come last.")
 	fs.IntVar(&cfg.jobs, "jobs", 100, "Jobs queued at once by the poll and webhook paths.")
 	fs.IntVar(&cfg.singles, "singles", 5, "After each burst, queue one job at a time this many times, each once the previous one's pod is gone (0: none).")
 	fs.IntVar(&cfg.chains, "chains", 3, "Runs of three chained jobs the chain path queues, one after the other.")
+	fs.IntVar(&cfg.pools, "pools", defaultScalePools, "RunnerPools the scale path creates at its largest size (1 global, the rest on a few organizations).")
+	fs.IntVar(&cfg.runners, "runners", defaultScaleRunners, "Warm (Idle) runners the scale path's pools keep together at its largest size.")
+	fs.DurationVar(&cfg.window, "window", time.Minute, "How long the scale path measures at each size once every runner is Idle.")
 	fs.DurationVar(&cfg.poll, "poll", 10*time.Second, "The operator's --poll-interval on the poll and webhook paths (at least 1s, as the operator requires); the chain path's is always "+chainPoll.String()+".")
 	fs.DurationVar(&cfg.task, "task", 100*time.Millisecond, "How long each simulated job runs.")
 	fs.IntVar(&cfg.nodes, "nodes", 2, "Fake nodes in the simulated cluster.")
@@ -107,12 +120,26 @@ func parseFlags(args []string) (config, error) {
 	var errs []error
 	for _, p := range strings.Split(paths, ",") {
 		switch {
-		case !slices.Contains(knownPaths, p):
-			errs = append(errs, fmt.Errorf("-paths: unknown path %q (want some of %s)", p, strings.Join(knownPaths, ", ")))
+		case !slices.Contains(allPaths, p):
+			errs = append(errs, fmt.Errorf("-paths: unknown path %q (want some of %s)", p, strings.Join(allPaths, ", ")))
 		case slices.Contains(cfg.paths, p):
 			errs = append(errs, fmt.Errorf("-paths: %s named twice", p))
 		default:
 			cfg.paths = append(cfg.paths, p)
+		}
+	}
+	if i := slices.Index(cfg.paths, pathScale); i >= 0 {
+		if i != len(cfg.paths)-1 {
+			errs = append(errs, fmt.Errorf("-paths: %s must come last", pathScale))
+		}
+		if cfg.pools < 1 || cfg.pools > 500 {
+			errs = append(errs, fmt.Errorf("-pools must be within 1..500, got %d", cfg.pools))
+		}
+		if cfg.runners < cfg.pools || cfg.runners > 10000 {
+			errs = append(errs, fmt.Errorf("-runners must be within -pools (%d, a warm runner a pool)..10000, got %d", cfg.pools, cfg.runners))
+		}
+		if cfg.window < 10*time.Second {
+			errs = append(errs, fmt.Errorf("-window must be at least 10s, got %s", cfg.window))
 		}
 	}
 	if cfg.jobs < 1 || cfg.jobs > 10000 {
@@ -156,10 +183,15 @@ func benchMain(cfg config) int {
 		stopSignals()
 	}()
 
-	all, err := run(ctx, cfg)
+	all, sc, err := run(ctx, cfg)
 	if len(all) > 0 {
 		if perr := printResults(os.Stdout, all, cfg.jsonOut); perr != nil {
 			fmt.Fprintf(os.Stderr, "bench: print figures: %v\n", perr)
+		}
+	}
+	if sc != nil {
+		if perr := printScale(os.Stdout, sc, cfg.jsonOut); perr != nil {
+			fmt.Fprintf(os.Stderr, "bench: print scale figures: %v\n", perr)
 		}
 	}
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -23,18 +24,21 @@ import (
 // The kubeconfig goes in $KUBECONFIG by default, as the binary loads it in a cluster; with
 // kubeconfigFlag it goes in --kubeconfig, as `make dev` passes it. Its log is
 // operator-<name>.log; webhookAddr is its --webhook-bind-address ("0" for none).
-// With records, the event and audit logs are written to dir as well.
-func startOperator(ctx context.Context, bin, dir, name, kubeconfig string, kubeconfigFlag, records bool, poll time.Duration, webhookAddr string) (*operatorproc.Process, error) {
+// With records, the event and audit logs are written to dir as well. extra are further flags.
+func startOperator(ctx context.Context, bin, dir, name, kubeconfig string, kubeconfigFlag, records bool, poll time.Duration, webhookAddr string, extra ...string) (*operatorproc.Process, error) {
 	opts := operatorproc.Options{
 		Args: []string{
 			"--leader-elect=true",
 			"--leader-election-namespace=" + leaseNamespace,
-			"--metrics-bind-address=0",
 			"--poll-interval=" + poll.String(),
 			"--webhook-bind-address=" + webhookAddr,
 		},
 		LogPath: filepath.Join(dir, "operator-"+name+".log"),
 	}
+	if !slices.ContainsFunc(extra, func(a string) bool { return strings.HasPrefix(a, "--metrics-bind-address=") }) {
+		opts.Args = append(opts.Args, "--metrics-bind-address=0")
+	}
+	opts.Args = append(opts.Args, extra...)
 	if records {
 		opts.Args = append(opts.Args,
 			"--event-log-path="+filepath.Join(dir, "events-"+name+".jsonl"),

@@ -37,18 +37,18 @@ const (
 
 // run sets everything up, runs each path and tears everything down again. Figures are
 // returned even when a burst did not finish, so that a stuck run still shows how far it got.
-func run(ctx context.Context, cfg config) (all []*results, err error) {
+func run(ctx context.Context, cfg config) (all []*results, sc *scaleResults, err error) {
 	root, err := cluster.RepoRoot()
 	if err != nil {
-		return nil, fmt.Errorf("find the repository: %w", err)
+		return nil, nil, fmt.Errorf("find the repository: %w", err)
 	}
 	dir := cfg.dir
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "bench-"); err != nil {
-			return nil, fmt.Errorf("make work directory: %w", err)
+			return nil, nil, fmt.Errorf("make work directory: %w", err)
 		}
 	} else if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("make work directory: %w", err)
+		return nil, nil, fmt.Errorf("make work directory: %w", err)
 	}
 	var cleanups []func()
 	defer func() {
@@ -67,13 +67,17 @@ func run(ctx context.Context, cfg config) (all []*results, err error) {
 		// Built before the cluster starts, so the compiler does not compete with it.
 		logf("building the operator")
 		if e.bin, err = operatorproc.Build(ctx, root, dir); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	logf("starting the simulated cluster (%d nodes)", cfg.nodes)
-	e.cluster, err = cluster.Start(ctx, cluster.Options{Nodes: cfg.nodes, Dir: filepath.Join(dir, "cluster"), KeepDir: true})
+	nodes := cfg.nodes
+	if slices.Contains(cfg.paths, pathScale) {
+		nodes = max(nodes, scaleNodes(cfg.runners))
+	}
+	logf("starting the simulated cluster (%d nodes)", nodes)
+	e.cluster, err = cluster.Start(ctx, cluster.Options{Nodes: nodes, Dir: filepath.Join(dir, "cluster"), KeepDir: true})
 	if err != nil {
-		return nil, fmt.Errorf("start the simulated cluster: %w", err)
+		return nil, nil, fmt.Errorf("start the simulated cluster: %w", err)
 	}
 	cleanups = append(cleanups, func() {
 		if err := e.cluster.Stop(); err != nil {
@@ -83,7 +87,7 @@ func run(ctx context.Context, cfg config) (all []*results, err error) {
 
 	sim, forgejoURL, closeSim, err := startForgejo(e.counter)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	e.sim, e.forgejoURL = sim, forgejoURL
 	cleanups = append(cleanups, closeSim)
@@ -102,6 +106,13 @@ func run(ctx context.Context, cfg config) (all []*results, err error) {
 
 	for _, path := range cfg.paths {
 		var res *results
+		if path == pathScale {
+			sc, err = e.runScale(ctx)
+			if err != nil {
+				return all, sc, fmt.Errorf("%s path: %w", path, err)
+			}
+			continue
+		}
 		if path == pathChain {
 			res, err = e.runChains(ctx)
 		} else {
@@ -111,10 +122,10 @@ func run(ctx context.Context, cfg config) (all []*results, err error) {
 			all = append(all, res)
 		}
 		if err != nil {
-			return all, fmt.Errorf("%s path: %w", path, err)
+			return all, sc, fmt.Errorf("%s path: %w", path, err)
 		}
 	}
-	return all, nil
+	return all, sc, nil
 }
 
 // env is what the paths share: the cluster, the simulator and its request counter.
