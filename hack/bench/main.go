@@ -18,6 +18,13 @@
 // moves a chain along is the operator's poll when a runner ends; the 10-minute interval makes a
 // missed one plain to see.
 //
+// The scale path, run only when -paths names it (and last), measures the operator at rest with
+// many pools rather than a burst: -pools pools in one namespace, one global and the rest on a few
+// organizations, whose minIdle keep -runners warm runners together. At a quarter, half and all of
+// that, once every runner is Idle, it measures over -window the operator's RSS, CPU seconds per
+// minute, reconciles per second (from its metrics endpoint) and Forgejo calls per poll interval,
+// then fits a line to RSS against runners and projects it to 10,000 runners.
+//
 // The figures of the paths are printed one after the other and then side by side.
 // `make bench` runs it; BENCH_ARGS passes flags.
 package main

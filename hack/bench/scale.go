@@ -312,7 +312,7 @@ func (e *env) runScale(ctx context.Context) (*scaleResults, error) {
 		res.Steps = append(res.Steps, step)
 	}
 	res.fits()
-	logf("operator log: %s (%s)", op.LogPath, summarizeLog(op.LogPath))
+	logf("operator log: %s", summarizeLog(op.LogPath))
 	if res.largest() == nil {
 		return res, fmt.Errorf("no size reached all its runners Idle: %s", strings.Join(res.Notes, "; "))
 	}
