@@ -33,8 +33,10 @@ import (
 // -window, and a line is fitted to its memory against runners.
 
 const (
-	defaultScalePools   = 50
-	defaultScaleRunners = 500
+	// The defaults are the largest size measured on a 2-CPU machine within the default
+	// -timeout: about 6 minutes in all, 80 s of it the last ramp.
+	defaultScalePools   = 200
+	defaultScaleRunners = 2000
 	// maxScaleOrgs is how many organizations the organization pools are spread over.
 	maxScaleOrgs = 5
 	// podsPerNode is the simulated cluster's pod capacity per fake node (test/cluster).
