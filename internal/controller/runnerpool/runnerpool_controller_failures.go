@@ -196,6 +196,13 @@ func (r *Reconciler) stopUnstarted(ctx context.Context, pool *v1alpha1.RunnerPoo
 		if rn.Status.StartedAt != nil || rn.Status.Stop != nil || !rn.DeletionTimestamp.IsZero() {
 			continue
 		}
+		if left := rn.CreationTimestamp.Add(startDeadline(pool)).Sub(now); left > 0 {
+			// Its pod is read only once the deadline is past, to say what held it.
+			if next == 0 || left < next {
+				next = left
+			}
+			continue
+		}
 		var pod *corev1.Pod
 		var p corev1.Pod
 		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: rn.Namespace, Name: runnerpod.PodName(rn)}, &p); err == nil {
@@ -203,9 +210,6 @@ func (r *Reconciler) stopUnstarted(ctx context.Context, pool *v1alpha1.RunnerPoo
 		}
 		stop := StartDeadlineStop(pool, rn, pod, now)
 		if stop == nil {
-			if left := rn.CreationTimestamp.Add(startDeadline(pool)).Sub(now); left > 0 && (next == 0 || left < next) {
-				next = left
-			}
 			continue
 		}
 		if err := r.requestStop(ctx, rn, stop); err != nil {

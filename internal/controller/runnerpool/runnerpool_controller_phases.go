@@ -188,7 +188,7 @@ func (r *Reconciler) scaleUp(ctx context.Context, pool *v1alpha1.RunnerPool, lis
 	room := int(pool.Spec.Scaling.MaxRunners) - len(have) - terminating(listed)
 	var wanted []*v1alpha1.Runner
 	// A warm runner takes the oldest waiting job it can (Forgejo hands out the least recently
-	// updated first), so the oldest jobs are left to the idle warm runners for a while instead of
+	// updated first: models/actions/task.go, GetAvailableJobsForRunner, at v15.0.3), so the oldest jobs are left to the idle warm runners for a while instead of
 	// each getting a runner that would wait out its job's run elsewhere.
 	warm := warmIdle(live)
 	for _, job := range demand.Assigned {
