@@ -12,8 +12,12 @@ import (
 // when no task was received, which the ephemeral flow depends on.
 const DefaultRunnerImage = "data.forgejo.org/forgejo/runner:12.8.2"
 
-// DefaultDinDImage is the Docker daemon image run beside the runner when DinD is enabled.
+// DefaultDinDImage is the Docker daemon image of a Privileged DinD sidecar.
 const DefaultDinDImage = "docker.io/library/docker:28.5-dind"
+
+// DefaultDinDRootlessImage is the Docker daemon image of a Rootless DinD sidecar: the same
+// release, with rootlesskit and a non-root user (uid 1000) prepared for it.
+const DefaultDinDRootlessImage = "docker.io/library/docker:28.5-dind-rootless"
 
 // Scope says which part of Forgejo a pool's runners serve, and so which API prefix and token
 // permission registration uses.
@@ -151,7 +155,9 @@ type PodTemplateOverrides struct {
 	// +optional
 	PriorityClassName string `json:"priorityClassName,omitempty"`
 
-	// runtimeClassName for runner pods, e.g. a sandboxed runtime such as gVisor or Kata.
+	// runtimeClassName for runner pods, e.g. a sandboxed runtime such as gVisor or Kata. A
+	// sandbox is the way to run Privileged DinD without handing jobs the node's kernel: the
+	// privileged container is then privileged inside the sandbox only.
 	// +optional
 	RuntimeClassName *string `json:"runtimeClassName,omitempty"`
 
@@ -252,16 +258,48 @@ type DinDStorage struct {
 	StorageClassName *string `json:"storageClassName,omitempty"`
 }
 
+// DinDMode says whether runner pods get a Docker daemon, and with how much privilege.
+// +kubebuilder:validation:Enum=None;Rootless;Privileged
+type DinDMode string
+
+const (
+	// DinDNone runs no Docker daemon: the pod is the runner container alone and meets the
+	// Pod Security "restricted" profile. Jobs that use the docker label scheme need a daemon
+	// from elsewhere (DOCKER_HOST in spec.runner.env).
+	DinDNone DinDMode = "None"
+	// DinDRootless runs a rootless Docker daemon (uid 1000, in a user namespace of its own)
+	// beside the runner. It is not privileged, but needs seccomp and AppArmor unconfined, an
+	// unmasked /proc and a pod user namespace (hostUsers: false); see docs/security.md.
+	DinDRootless DinDMode = "Rootless"
+	// DinDPrivileged runs the Docker daemon as root in a privileged container: a job can
+	// become root on the node. The operator starts it only where the cluster admin allows it
+	// (the namespace label AllowPrivilegedDinDLabel, or the operator's --allow-privileged-dind).
+	DinDPrivileged DinDMode = "Privileged"
+)
+
+// AllowPrivilegedDinDLabel is the namespace label that, set to "true", lets the RunnerPools in
+// the namespace run Privileged DinD. Only whoever may label namespaces (normally the cluster admin) can set it.
+const AllowPrivilegedDinDLabel = "forgejo.brooktrails.org/allow-privileged-dind"
+
 // DinD configures the Docker-in-Docker sidecar that runs job containers.
 // +kubebuilder:validation:XValidation:rule="!has(self.storage) || !has(self.storage.storageClassName) || has(self.storage.sizeLimit)",message="spec.dind.storage.sizeLimit is required when storageClassName is set",fieldPath=".storage.sizeLimit"
+// +kubebuilder:validation:XValidation:rule="!has(self.enabled) || !has(self.mode) || self.enabled == (self.mode != 'None')",message="spec.dind.enabled is deprecated and contradicts spec.dind.mode: remove enabled and keep mode (enabled: false meant None, enabled: true meant Privileged)",fieldPath=".enabled"
 type DinD struct {
-	// enabled runs a privileged Docker daemon as a native sidecar of each runner pod. Jobs
-	// whose labels use the docker scheme need it. Defaults to true on the kubernetes backend.
+	// mode is None (no Docker daemon; the pod meets Pod Security "restricted"), Rootless (a
+	// rootless daemon; needs user namespaces and unconfined seccomp/AppArmor, see
+	// docs/security.md) or Privileged (a root daemon in a privileged container, which any job
+	// can use to become root on the node; refused unless the cluster admin allows it). Unset
+	// is None, or what the deprecated enabled field says.
+	// +optional
+	Mode DinDMode `json:"mode,omitempty"`
+
+	// enabled is deprecated: use mode. true means mode Privileged, false means None. It may
+	// be set together with mode only when the two agree.
 	// +optional
 	Enabled *bool `json:"enabled,omitempty"`
 
-	// image of the Docker daemon.
-	// +kubebuilder:default="docker.io/library/docker:28.5-dind"
+	// image of the Docker daemon. Defaults to docker:28.5-dind for Privileged and
+	// docker:28.5-dind-rootless for Rootless.
 	// +kubebuilder:validation:MinLength=1
 	// +optional
 	Image string `json:"image,omitempty"`
@@ -274,6 +312,22 @@ type DinD struct {
 	// survives from one runner to the next.
 	// +optional
 	Storage *DinDStorage `json:"storage,omitempty"`
+}
+
+// EffectiveMode is the mode the pool's pods get: mode when set, else what the deprecated
+// enabled says, else None. Only the kubernetes backend runs a DinD sidecar; callers check the
+// backend.
+func (d *DinD) EffectiveMode() DinDMode {
+	switch {
+	case d.Mode != "":
+		return d.Mode
+	case d.Enabled == nil:
+		return DinDNone
+	case *d.Enabled:
+		return DinDPrivileged
+	default:
+		return DinDNone
+	}
 }
 
 // MachineShape is the size and boot image of each runner VM.
@@ -388,7 +442,8 @@ type RunnerPoolSpec struct {
 	// +optional
 	Runner RunnerTemplate `json:"runner"`
 
-	// dind configures the Docker-in-Docker sidecar (kubernetes backend).
+	// dind configures the Docker-in-Docker sidecar (kubernetes backend). By default there is
+	// none: set mode to Rootless or Privileged for jobs that run containers.
 	// +kubebuilder:default={}
 	// +optional
 	DinD DinD `json:"dind"`

@@ -112,7 +112,10 @@ func TestDefaultsAreApplied(t *testing.T) {
 		{"spec.runner.image", got.Spec.Runner.Image, v1.DefaultRunnerImage},
 		{"spec.runner.capacity", got.Spec.Runner.Capacity, int32(1)},
 		{"spec.runner.automountServiceAccountToken", *got.Spec.Runner.AutomountServiceAccountToken, false},
-		{"spec.dind.image", got.Spec.DinD.Image, v1.DefaultDinDImage},
+		// No Docker daemon unless asked for: the image follows the mode, so none is filled in.
+		{"spec.dind.mode", got.Spec.DinD.Mode, v1.DinDMode("")},
+		{"effective dind mode", got.Spec.DinD.EffectiveMode(), v1.DinDNone},
+		{"spec.dind.image", got.Spec.DinD.Image, ""},
 		{"spec.history.limit", *got.Spec.History.Limit, int32(20)},
 	}
 	for _, c := range checks {
@@ -201,6 +204,17 @@ func TestInvalidPoolsAreRejected(t *testing.T) {
 		{"dind storage class without size", func(p *v1.RunnerPool) {
 			p.Spec.DinD.Storage = &v1.DinDStorage{StorageClassName: ptr.To("fast")}
 		}, "spec.dind.storage.sizeLimit is required when storageClassName is set"},
+		{"unknown dind mode", func(p *v1.RunnerPool) {
+			p.Spec.DinD.Mode = "privileged"
+		}, `spec.dind.mode: Unsupported value: "privileged": supported values: "None", "Rootless", "Privileged"`},
+		{"deprecated enabled: true contradicting mode None", func(p *v1.RunnerPool) {
+			p.Spec.DinD.Mode = v1.DinDNone
+			p.Spec.DinD.Enabled = ptr.To(true)
+		}, "spec.dind.enabled is deprecated and contradicts spec.dind.mode"},
+		{"deprecated enabled: false contradicting mode Rootless", func(p *v1.RunnerPool) {
+			p.Spec.DinD.Mode = v1.DinDRootless
+			p.Spec.DinD.Enabled = ptr.To(false)
+		}, "spec.dind.enabled is deprecated and contradicts spec.dind.mode"},
 		{"history limit too large", func(p *v1.RunnerPool) {
 			p.Spec.History.Limit = ptr.To[int32](100000)
 		}, "spec.history.limit"},
@@ -269,3 +283,39 @@ func TestRunnerSpecIsImmutable(t *testing.T) {
 }
 
 func clientTLS() corev1.LocalObjectReference { return corev1.LocalObjectReference{Name: "tls"} }
+
+// Every mode is accepted, and so are pools that still say only the deprecated enabled, or say
+// it in agreement with mode; each means what EffectiveMode says.
+func TestDinDModesAndTheDeprecatedEnabledAreAccepted(t *testing.T) {
+	cases := []struct {
+		name    string
+		mode    v1.DinDMode
+		enabled *bool
+		want    v1.DinDMode
+	}{
+		{"none", v1.DinDNone, nil, v1.DinDNone},
+		{"rootless", v1.DinDRootless, nil, v1.DinDRootless},
+		{"privileged", v1.DinDPrivileged, nil, v1.DinDPrivileged},
+		{"enabled-true", "", ptr.To(true), v1.DinDPrivileged},
+		{"enabled-false", "", ptr.To(false), v1.DinDNone},
+		{"enabled-true-privileged", v1.DinDPrivileged, ptr.To(true), v1.DinDPrivileged},
+		{"enabled-true-rootless", v1.DinDRootless, ptr.To(true), v1.DinDRootless},
+		{"enabled-false-none", v1.DinDNone, ptr.To(false), v1.DinDNone},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pool := validPool("dind-" + tc.name)
+			pool.Spec.DinD.Mode, pool.Spec.DinD.Enabled = tc.mode, tc.enabled
+			if err := apiServer.Client.Create(t.Context(), pool); err != nil {
+				t.Fatalf("rejected: %v", err)
+			}
+			var got v1.RunnerPool
+			if err := apiServer.Client.Get(t.Context(), client.ObjectKeyFromObject(pool), &got); err != nil {
+				t.Fatal(err)
+			}
+			if m := got.Spec.DinD.EffectiveMode(); m != tc.want {
+				t.Errorf("effective mode %s, want %s", m, tc.want)
+			}
+		})
+	}
+}

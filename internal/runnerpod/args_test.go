@@ -51,7 +51,7 @@ func TestParseRunnerArgsRoundTrip(t *testing.T) {
 		},
 		{
 			name:   "persistent",
-			pool:   pool(withDinD(false)),
+			pool:   pool(withDinD(v1alpha1.DinDNone)),
 			runner: runner(func(r *v1alpha1.Runner) { r.Spec.Mode = v1alpha1.ModePersistent }),
 			want: RunnerArgs{
 				Subcommand: "daemon", URL: testURL, UUID: testUUID,

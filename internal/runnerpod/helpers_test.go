@@ -72,7 +72,12 @@ func withRunnerName(name string) func(*v1alpha1.Runner) {
 	return func(r *v1alpha1.Runner) { r.Name = name }
 }
 
-func withDinD(enabled bool) func(*v1alpha1.RunnerPool) {
+func withDinD(mode v1alpha1.DinDMode) func(*v1alpha1.RunnerPool) {
+	return func(p *v1alpha1.RunnerPool) { p.Spec.DinD.Mode = mode }
+}
+
+// withDinDEnabled sets only the deprecated field, as pools written before mode did.
+func withDinDEnabled(enabled bool) func(*v1alpha1.RunnerPool) {
 	return func(p *v1alpha1.RunnerPool) { p.Spec.DinD.Enabled = &enabled }
 }
 

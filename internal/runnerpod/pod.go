@@ -24,6 +24,10 @@ const (
 	DinDContainerName = "dind"
 )
 
+// AnnotationSubIDs holds the subordinate id ranges of a Rootless daemon's user; the sidecar
+// reads it as /etc/subuid and /etc/subgid through the downward API.
+const AnnotationSubIDs = "forgejo.brooktrails.org/rootless-subids"
+
 // Paths and identities inside a runner pod.
 const (
 	// TokenMountDir is where the token Secret is mounted in the runner container; the token is
@@ -32,14 +36,32 @@ const (
 	// DataDir is the runner's HOME and working directory, on an emptyDir so nothing outlives the
 	// pod. The forgejo-runner image uses the same path.
 	DataDir = "/data"
-	// DockerSocketDir is shared between the DinD sidecar and the runner. It is mounted at the same
-	// path in both, so a job that asks the runner to mount the socket into its container names a
-	// path that exists inside the daemon too.
+	// DockerSocketDir is shared between a Privileged DinD sidecar and the runner. It is mounted at
+	// the same path in both, so a job that asks the runner to mount the socket into its container
+	// names a path that exists inside the daemon too.
 	DockerSocketDir = "/var/run/docker"
-	// DockerHost is the runner's DOCKER_HOST when DinD is enabled.
+	// DockerHost is the runner's DOCKER_HOST with Privileged DinD.
 	DockerHost = "unix://" + DockerSocketDir + "/docker.sock"
-	// DockerDataDir is the daemon's data root.
+	// DockerDataDir is a Privileged daemon's data root.
 	DockerDataDir = "/var/lib/docker"
+	// RootlessDockerSocketDir is DockerSocketDir of a Rootless sidecar. It is outside /run and
+	// /etc, which rootlesskit replaces with copies in the daemon's mount namespace, so the
+	// daemon and the runner see one directory.
+	RootlessDockerSocketDir = "/var/lib/dind-socket"
+	// RootlessDockerHost is the runner's DOCKER_HOST with Rootless DinD.
+	RootlessDockerHost = "unix://" + RootlessDockerSocketDir + "/docker.sock"
+	// RootlessDockerDataDir is where the rootless image's daemon keeps its data (its HOME is
+	// /home/rootless).
+	RootlessDockerDataDir = "/home/rootless/.local/share/docker"
+	// RootlessUID is the user the rootless image runs its daemon as. The daemon's user
+	// namespace maps its root to this uid, so the socket it creates belongs to uid 1000, which
+	// is also RunnerUID: the runner reaches it as its owner.
+	RootlessUID = 1000
+	// rootlessSubIDs are the ids the daemon's user namespace maps besides its root. A pod in a
+	// user namespace of its own (hostUsers: false) has 65536 ids, 0 to 65535; the image's own
+	// /etc/subuid names 100000 and up, which such a pod does not have. 1001-65535 is what is
+	// left beside uid 1000: images whose files belong to ids above 64535 cannot be pulled.
+	rootlessSubIDs = "rootless:1001:64535\n"
 	// RunnerUID and RunnerGID are the identity the forgejo-runner image is built to run as. The
 	// pod's fsGroup and the Docker socket's group are RunnerGID so the runner can read its token
 	// and reach the daemon without being root.
@@ -53,6 +75,7 @@ const (
 	volumeToken        = "runner-token"
 	volumeDockerSocket = "dind-socket"
 	volumeDockerData   = "dind-storage"
+	volumeSubIDs       = "dind-subids"
 )
 
 // Runner CLI words. The program is named, not pathed, so images that install it elsewhere than
@@ -91,7 +114,7 @@ func BuildPod(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) (*corev1.Pod, 
 	if tpl == nil {
 		tpl = &v1alpha1.PodTemplateOverrides{}
 	}
-	dind := dindEnabled(pool)
+	mode := dindMode(pool)
 
 	pod := &corev1.Pod{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
@@ -118,12 +141,22 @@ func BuildPod(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) (*corev1.Pod, 
 			ImagePullSecrets:              slices.Clone(tpl.ImagePullSecrets),
 			TerminationGracePeriodSeconds: copyPtr(tpl.TerminationGracePeriodSeconds),
 			SecurityContext:               podSecurityContext(tpl),
-			Containers:                    []corev1.Container{runnerContainer(pool, runner, dind)},
-			Volumes:                       volumes(pool, runner, dind),
+			Containers:                    []corev1.Container{runnerContainer(pool, runner, mode)},
+			Volumes:                       volumes(pool, runner, mode),
 		},
 	}
-	if dind {
+	switch mode {
+	case v1alpha1.DinDPrivileged:
 		pod.Spec.InitContainers = []corev1.Container{dindContainer(pool)}
+	case v1alpha1.DinDRootless:
+		pod.Spec.InitContainers = []corev1.Container{rootlessDinDContainer(pool)}
+		// An unmasked /proc is allowed only in a pod with a user namespace of its own, which
+		// also keeps the pod's ids, root included, off the node's.
+		pod.Spec.HostUsers = ptr.To(false)
+		if pod.Annotations == nil {
+			pod.Annotations = map[string]string{}
+		}
+		pod.Annotations[AnnotationSubIDs] = rootlessSubIDs
 	}
 
 	hash, err := specHash(pod)
@@ -167,13 +200,19 @@ func checkPodInputs(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) error {
 			return invalid("runner.capacity %d needs a runner config file, which persistent pods do not get yet; use 1", spec.Runner.Capacity)
 		}
 	}
-	if dindEnabled(pool) {
+	dmode := dindMode(pool)
+	switch dmode {
+	case v1alpha1.DinDNone, v1alpha1.DinDRootless, v1alpha1.DinDPrivileged:
+	default:
+		return invalid("pool %s has dind.mode %q; it must be None, Rootless or Privileged", pool.Name, dmode)
+	}
+	if dmode != v1alpha1.DinDNone {
 		if st := spec.DinD.Storage; st != nil && st.StorageClassName != nil && st.SizeLimit == nil {
 			return invalid("dind.storage.storageClassName needs dind.storage.sizeLimit to size the volume")
 		}
 	}
 	if tpl := spec.Runner.PodTemplate; tpl != nil {
-		reserved := []string{volumeData, volumeToken, volumeDockerSocket, volumeDockerData}
+		reserved := []string{volumeData, volumeToken, volumeDockerSocket, volumeDockerData, volumeSubIDs}
 		seen := map[string]bool{}
 		for _, v := range tpl.Volumes {
 			if slices.Contains(reserved, v.Name) {
@@ -186,8 +225,8 @@ func checkPodInputs(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) error {
 		}
 	}
 	reservedPaths := []string{DataDir, TokenMountDir}
-	if dindEnabled(pool) {
-		reservedPaths = append(reservedPaths, DockerSocketDir)
+	if dmode != v1alpha1.DinDNone {
+		reservedPaths = append(reservedPaths, socketDir(dmode))
 	}
 	for _, m := range spec.Runner.VolumeMounts {
 		if slices.Contains(reservedPaths, path.Clean(m.MountPath)) {
@@ -197,12 +236,24 @@ func checkPodInputs(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) error {
 	return nil
 }
 
-// dindEnabled: DinD is on unless the pool turns it off, and only the kubernetes backend has it.
-func dindEnabled(pool *v1alpha1.RunnerPool) bool {
+// dindMode is the pool's DinD mode; only the kubernetes backend has a sidecar.
+func dindMode(pool *v1alpha1.RunnerPool) v1alpha1.DinDMode {
 	if pool.Spec.Backend != "" && pool.Spec.Backend != v1alpha1.BackendKubernetes {
-		return false
+		return v1alpha1.DinDNone
 	}
-	return ptr.Deref(pool.Spec.DinD.Enabled, true)
+	return pool.Spec.DinD.EffectiveMode()
+}
+
+// socketDir is where the daemon of mode puts its socket, in its container and the runner's.
+func socketDir(mode v1alpha1.DinDMode) string {
+	if mode == v1alpha1.DinDRootless {
+		return RootlessDockerSocketDir
+	}
+	return DockerSocketDir
+}
+
+func dockerHost(mode v1alpha1.DinDMode) string {
+	return "unix://" + socketDir(mode) + "/docker.sock"
 }
 
 // runnerMode is the mode copied onto the Runner at creation, which wins over a pool edited since;
@@ -257,7 +308,8 @@ func runnerArgs(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner) []string {
 	return args
 }
 
-func runnerContainer(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, dind bool) corev1.Container {
+func runnerContainer(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, mode v1alpha1.DinDMode) corev1.Container {
+	dind := mode != v1alpha1.DinDNone
 	rt := &pool.Spec.Runner
 	image := rt.Image
 	if image == "" {
@@ -268,7 +320,7 @@ func runnerContainer(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, dind bo
 	// a different DOCKER_HOST would point the runner away from its own daemon.
 	env := []corev1.EnvVar{{Name: "HOME", Value: DataDir}}
 	if dind {
-		env = append(env, corev1.EnvVar{Name: "DOCKER_HOST", Value: DockerHost})
+		env = append(env, corev1.EnvVar{Name: "DOCKER_HOST", Value: dockerHost(mode)})
 	}
 	owned := map[string]bool{}
 	for _, e := range env {
@@ -285,7 +337,7 @@ func runnerContainer(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, dind bo
 		{Name: volumeToken, MountPath: TokenMountDir, ReadOnly: true},
 	}
 	if dind {
-		mounts = append(mounts, corev1.VolumeMount{Name: volumeDockerSocket, MountPath: DockerSocketDir})
+		mounts = append(mounts, corev1.VolumeMount{Name: volumeDockerSocket, MountPath: socketDir(mode)})
 	}
 	for _, m := range rt.VolumeMounts {
 		mounts = append(mounts, *m.DeepCopy())
@@ -371,6 +423,68 @@ func dindContainer(pool *v1alpha1.RunnerPool) corev1.Container {
 	}
 }
 
+// rootlessDinDContainer is a rootless Docker daemon as a native sidecar (see dindContainer for
+// why a sidecar). It runs as the image's uid 1000 and never as root on the node: rootlesskit
+// puts the daemon and every job container in a user namespace whose root is uid 1000. Making
+// that namespace and mounting inside it is what the security context below allows.
+func rootlessDinDContainer(pool *v1alpha1.RunnerPool) corev1.Container {
+	d := &pool.Spec.DinD
+	image := d.Image
+	// Pools written before mode existed had the rootful image filled in by the API server's
+	// default; that daemon cannot run rootless, so the old default counts as unset.
+	if image == "" || image == v1alpha1.DefaultDinDImage {
+		image = v1alpha1.DefaultDinDRootlessImage
+	}
+	host := dockerHost(v1alpha1.DinDRootless)
+	return corev1.Container{
+		Name:  DinDContainerName,
+		Image: image,
+		// The image's entrypoint runs dockerd under rootlesskit when it is not root. No
+		// --group: the socket belongs to uid 1000, the runner's own uid.
+		Args: []string{"dockerd", "--host=" + host},
+		Env: []corev1.EnvVar{
+			{Name: "DOCKER_TLS_CERTDIR", Value: ""},
+			{Name: "DOCKER_HOST", Value: host},
+		},
+		RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
+		Resources:     *d.Resources.DeepCopy(),
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: volumeDockerSocket, MountPath: RootlessDockerSocketDir},
+			{Name: volumeDockerData, MountPath: RootlessDockerDataDir},
+			{Name: volumeSubIDs, MountPath: "/etc/subuid", SubPath: "subuid", ReadOnly: true},
+			{Name: volumeSubIDs, MountPath: "/etc/subgid", SubPath: "subgid", ReadOnly: true},
+		},
+		StartupProbe: &corev1.Probe{
+			ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{
+				Command: []string{"docker", "--host=" + host, "version"},
+			}},
+			PeriodSeconds:    dindProbePeriodSeconds,
+			TimeoutSeconds:   dindProbeTimeoutSeconds,
+			FailureThreshold: dindProbeFailureThreshold,
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+		SecurityContext: &corev1.SecurityContext{
+			RunAsUser:    ptr.To(int64(RootlessUID)),
+			RunAsGroup:   ptr.To(int64(RootlessUID)),
+			RunAsNonRoot: ptr.To(true),
+			// newuidmap and newgidmap, set-uid programs, write the id maps of the daemon's
+			// user namespace.
+			AllowPrivilegeEscalation: ptr.To(true),
+			// Capabilities stay the runtime's default: the daemon's capabilities inside its
+			// user namespace are bounded by this container's, and it needs them there to set
+			// up job containers. They are capabilities of the pod's user namespace, not the node's.
+			//
+			// The runtime's default seccomp and AppArmor profiles refuse the unshare and mount
+			// calls that make the daemon's namespaces.
+			SeccompProfile:  &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined},
+			AppArmorProfile: &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeUnconfined},
+			// The kernel lets a user namespace mount a fresh /proc for a job container only when
+			// no part of the /proc it sees is masked.
+			ProcMount: ptr.To(corev1.UnmaskedProcMount),
+		},
+	}
+}
+
 // podSecurityContext is the pool's, when given, in place of the default: a pool that sets one
 // has decided on its own fsGroup (without one, uid 1000 cannot read the 0440 token file).
 func podSecurityContext(tpl *v1alpha1.PodTemplateOverrides) *corev1.PodSecurityContext {
@@ -386,7 +500,7 @@ func podSecurityContext(tpl *v1alpha1.PodTemplateOverrides) *corev1.PodSecurityC
 	}
 }
 
-func volumes(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, dind bool) []corev1.Volume {
+func volumes(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, mode v1alpha1.DinDMode) []corev1.Volume {
 	vols := []corev1.Volume{
 		{Name: volumeData, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		{Name: volumeToken, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
@@ -395,11 +509,20 @@ func volumes(pool *v1alpha1.RunnerPool, runner *v1alpha1.Runner, dind bool) []co
 			DefaultMode: ptr.To(tokenFileMode),
 		}}},
 	}
-	if dind {
+	if mode != v1alpha1.DinDNone {
 		vols = append(vols,
 			corev1.Volume{Name: volumeDockerSocket, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 			dockerDataVolume(pool, runner),
 		)
+	}
+	if mode == v1alpha1.DinDRootless {
+		subIDs := &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations['" + AnnotationSubIDs + "']"}
+		vols = append(vols, corev1.Volume{Name: volumeSubIDs, VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
+			Items: []corev1.DownwardAPIVolumeFile{
+				{Path: "subuid", FieldRef: subIDs.DeepCopy()},
+				{Path: "subgid", FieldRef: subIDs.DeepCopy()},
+			},
+		}}})
 	}
 	if tpl := pool.Spec.Runner.PodTemplate; tpl != nil {
 		for _, v := range tpl.Volumes {

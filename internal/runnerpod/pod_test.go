@@ -43,6 +43,7 @@ func fullPool() *v1alpha1.RunnerPool {
 			},
 		}
 		p.Spec.DinD = v1alpha1.DinD{
+			Mode:  v1alpha1.DinDPrivileged,
 			Image: "registry.example.com/docker:28.5-dind",
 			Resources: corev1.ResourceRequirements{
 				Requests: corev1.ResourceList{corev1.ResourceCPU: *quantity("1"), corev1.ResourceMemory: *quantity("2Gi")},
@@ -55,7 +56,8 @@ func fullPool() *v1alpha1.RunnerPool {
 func TestBuildPodGolden(t *testing.T) {
 	golden(t, "pod-default.yaml", mustBuildPod(t, pool(), runner()))
 	golden(t, "pod-full.yaml", mustBuildPod(t, fullPool(), runner(withHandle("h-4711-1"))))
-	golden(t, "pod-no-dind.yaml", mustBuildPod(t, pool(withDinD(false)), runner()))
+	golden(t, "pod-privileged.yaml", mustBuildPod(t, pool(withDinD(v1alpha1.DinDPrivileged)), runner()))
+	golden(t, "pod-rootless.yaml", mustBuildPod(t, pool(withDinD(v1alpha1.DinDRootless)), runner()))
 	long := runner(withRunnerName(strings.Repeat("a", 200) + "." + strings.Repeat("b", 53)))
 	golden(t, "pod-long-name.yaml", mustBuildPod(t, pool(), long))
 	secret, err := BuildSecret(pool(), runner(), "0123456789abcdef")
@@ -123,8 +125,12 @@ func TestBuildPodDefault(t *testing.T) {
 	if !slices.Equal(rc.Args, wantArgs) {
 		t.Errorf("runner args =\n  %q\nwant\n  %q", rc.Args, wantArgs)
 	}
-	if v, _ := envValue(rc, "DOCKER_HOST"); v != "unix:///var/run/docker/docker.sock" {
-		t.Errorf("DOCKER_HOST = %q", v)
+	// No Docker daemon unless the pool asks for one: nothing in the pod is privileged.
+	if v, ok := envValue(rc, "DOCKER_HOST"); ok {
+		t.Errorf("DOCKER_HOST = %q without a daemon", v)
+	}
+	if len(s.InitContainers) != 0 || volume(pod, volumeDockerSocket) != nil || volume(pod, volumeDockerData) != nil {
+		t.Errorf("a default pool's pod has a DinD sidecar or its volumes: %+v", s.InitContainers)
 	}
 	if v, _ := envValue(rc, "HOME"); v != "/data" || rc.WorkingDir != "/data" {
 		t.Errorf("HOME = %q, workingDir = %q, want /data", v, rc.WorkingDir)
@@ -147,7 +153,27 @@ func TestBuildPodDefault(t *testing.T) {
 	}) {
 		t.Errorf("token not mounted read-only at %s: %+v", TokenMountDir, rc.VolumeMounts)
 	}
+}
 
+// A Privileged pool's pod: a root Docker daemon as a native sidecar, reachable only on the
+// shared socket.
+func TestBuildPodPrivilegedDinD(t *testing.T) {
+	for name, p := range map[string]*v1alpha1.RunnerPool{
+		"mode Privileged":            pool(withDinD(v1alpha1.DinDPrivileged)),
+		"deprecated enabled: true":   pool(withDinDEnabled(true)),
+		"Privileged, enabled agrees": pool(withDinD(v1alpha1.DinDPrivileged), withDinDEnabled(true)),
+	} {
+		t.Run(name, func(t *testing.T) { checkPrivilegedDinD(t, mustBuildPod(t, p, runner())) })
+	}
+}
+
+func checkPrivilegedDinD(t *testing.T, pod *corev1.Pod) {
+	t.Helper()
+	s := pod.Spec
+	rc := container(t, s.Containers, RunnerContainerName)
+	if v, _ := envValue(rc, "DOCKER_HOST"); v != "unix:///var/run/docker/docker.sock" {
+		t.Errorf("DOCKER_HOST = %q", v)
+	}
 	dc := container(t, s.InitContainers, DinDContainerName)
 	if dc.Image != v1alpha1.DefaultDinDImage {
 		t.Errorf("dind image = %s", dc.Image)
@@ -184,8 +210,8 @@ func TestBuildPodVariants(t *testing.T) {
 		check  func(t *testing.T, pod *corev1.Pod)
 	}{
 		{
-			name: "dind disabled drops sidecar, its volumes and DOCKER_HOST",
-			pool: pool(withDinD(false)), runner: runner(),
+			name: "deprecated enabled: false drops sidecar, its volumes and DOCKER_HOST",
+			pool: pool(withDinD(v1alpha1.DinDPrivileged), func(p *v1alpha1.RunnerPool) { p.Spec.DinD.Mode = "" }, withDinDEnabled(false)), runner: runner(),
 			check: func(t *testing.T, pod *corev1.Pod) {
 				if len(pod.Spec.InitContainers) != 0 {
 					t.Errorf("init containers = %v", pod.Spec.InitContainers)
@@ -205,15 +231,37 @@ func TestBuildPodVariants(t *testing.T) {
 			},
 		},
 		{
-			name: "dind explicitly enabled",
-			pool: pool(withDinD(true)), runner: runner(),
+			name: "rootless: own user namespace, uid 1000, socket outside what rootlesskit copies",
+			// The API server filled in the rootful image for pools written before mode existed.
+			pool:   pool(withDinD(v1alpha1.DinDRootless), func(p *v1alpha1.RunnerPool) { p.Spec.DinD.Image = v1alpha1.DefaultDinDImage }),
+			runner: runner(),
 			check: func(t *testing.T, pod *corev1.Pod) {
-				container(t, pod.Spec.InitContainers, DinDContainerName)
+				if pod.Spec.HostUsers == nil || *pod.Spec.HostUsers {
+					t.Errorf("hostUsers = %v, want false", pod.Spec.HostUsers)
+				}
+				dc := container(t, pod.Spec.InitContainers, DinDContainerName)
+				sc := dc.SecurityContext
+				if dc.Image != v1alpha1.DefaultDinDRootlessImage || ptr.Deref(sc.Privileged, false) ||
+					ptr.Deref(sc.RunAsUser, 0) != RootlessUID || !ptr.Deref(sc.RunAsNonRoot, false) {
+					t.Errorf("rootless sidecar = %s, %+v", dc.Image, sc)
+				}
+				rc := container(t, pod.Spec.Containers, RunnerContainerName)
+				if v, _ := envValue(rc, "DOCKER_HOST"); v != RootlessDockerHost || !slices.Contains(dc.Args, "--host="+RootlessDockerHost) {
+					t.Errorf("runner DOCKER_HOST %q, daemon args %q", v, dc.Args)
+				}
+				for _, dir := range []string{"/run", "/var/run", "/etc"} {
+					if strings.HasPrefix(RootlessDockerSocketDir+"/", dir+"/") {
+						t.Errorf("socket dir %s is under %s, which rootlesskit replaces", RootlessDockerSocketDir, dir)
+					}
+				}
+				if pod.Annotations[AnnotationSubIDs] != "rootless:1001:64535\n" || volume(pod, volumeSubIDs) == nil {
+					t.Errorf("subordinate ids: annotation %q, volume %+v", pod.Annotations[AnnotationSubIDs], volume(pod, volumeSubIDs))
+				}
 			},
 		},
 		{
 			name: "storage sizeLimit caps the emptyDir",
-			pool: pool(func(p *v1alpha1.RunnerPool) {
+			pool: pool(withDinD(v1alpha1.DinDPrivileged), func(p *v1alpha1.RunnerPool) {
 				p.Spec.DinD.Storage = &v1alpha1.DinDStorage{SizeLimit: quantity("10Gi")}
 			}),
 			runner: runner(),
@@ -226,7 +274,7 @@ func TestBuildPodVariants(t *testing.T) {
 		},
 		{
 			name: "storage class makes a generic ephemeral volume",
-			pool: pool(func(p *v1alpha1.RunnerPool) {
+			pool: pool(withDinD(v1alpha1.DinDRootless), func(p *v1alpha1.RunnerPool) {
 				p.Spec.DinD.Storage = &v1alpha1.DinDStorage{SizeLimit: quantity("50Gi"), StorageClassName: ptr.To("fast")}
 			}),
 			runner: runner(),
@@ -324,7 +372,7 @@ func TestBuildPodVariants(t *testing.T) {
 		},
 		{
 			name: "pool env cannot redirect DOCKER_HOST or HOME when DinD is on",
-			pool: pool(func(p *v1alpha1.RunnerPool) {
+			pool: pool(withDinD(v1alpha1.DinDPrivileged), func(p *v1alpha1.RunnerPool) {
 				p.Spec.Runner.Env = []corev1.EnvVar{{Name: "DOCKER_HOST", Value: "tcp://elsewhere:2375"}, {Name: "HOME", Value: "/root"}, {Name: "A", Value: "1"}}
 			}),
 			runner: runner(),
@@ -343,7 +391,7 @@ func TestBuildPodVariants(t *testing.T) {
 		},
 		{
 			name: "pool DOCKER_HOST is kept when DinD is off",
-			pool: pool(withDinD(false), func(p *v1alpha1.RunnerPool) {
+			pool: pool(func(p *v1alpha1.RunnerPool) {
 				p.Spec.Runner.Env = []corev1.EnvVar{{Name: "DOCKER_HOST", Value: "tcp://docker.ci:2376"}}
 			}),
 			runner: runner(),
@@ -432,7 +480,7 @@ func TestBuildPodErrors(t *testing.T) {
 		{"other pool", pool(), runner(func(r *v1alpha1.Runner) { r.Spec.PoolName = "other" }), "belongs to pool"},
 		{
 			"storage class without size",
-			pool(func(p *v1alpha1.RunnerPool) {
+			pool(withDinD(v1alpha1.DinDPrivileged), func(p *v1alpha1.RunnerPool) {
 				p.Spec.DinD.Storage = &v1alpha1.DinDStorage{StorageClassName: ptr.To("fast")}
 			}),
 			runner(), "sizeLimit",
@@ -517,7 +565,7 @@ func TestPodSpecHash(t *testing.T) {
 	if a.Annotations[AnnotationPodSpecHash] != b.Annotations[AnnotationPodSpecHash] {
 		t.Error("equal inputs give different hashes")
 	}
-	c := mustBuildPod(t, pool(func(p *v1alpha1.RunnerPool) { p.Spec.DinD.Image = "docker:29-dind" }), runner())
+	c := mustBuildPod(t, pool(func(p *v1alpha1.RunnerPool) { p.Spec.Runner.Image = "runner:99" }), runner())
 	if a.Annotations[AnnotationPodSpecHash] == c.Annotations[AnnotationPodSpecHash] {
 		t.Error("a changed pool gives the same hash")
 	}

@@ -468,6 +468,7 @@ func TestRejectedPodEndsItsRunnerWithTheReason(t *testing.T) {
 		Spec: v1alpha1.RunnerPoolSpec{
 			Forgejo: v1alpha1.ForgejoConnection{URL: w.url, Scope: v1alpha1.ScopeGlobal, TokenSecretRef: v1alpha1.SecretKeySelector{Name: secret.Name}},
 			Labels:  []string{"docker:docker://node:22-bookworm"},
+			DinD:    v1alpha1.DinD{Mode: v1alpha1.DinDPrivileged},
 		},
 	}
 	for _, obj := range []client.Object{ns, secret, pool} {
@@ -502,7 +503,7 @@ func TestRejectedPodEndsItsRunnerWithTheReason(t *testing.T) {
 		if err := w.cluster.Client.Get(ctx, client.ObjectKeyFromObject(pool), pool); err != nil {
 			return err
 		}
-		pool.Spec.DinD.Enabled = ptr.To(false)
+		pool.Spec.DinD.Mode = v1alpha1.DinDNone
 		return w.cluster.Client.Update(ctx, pool)
 	}); err != nil {
 		t.Fatal(err)
