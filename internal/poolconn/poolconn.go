@@ -20,6 +20,7 @@ import (
 	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejo"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jobwatch"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/tokenkeep"
 )
 
 // ErrTokenSecret marks a problem with the pool's token Secret: missing, no such key, or empty.
@@ -51,11 +52,41 @@ type cachedToken struct {
 
 // Client returns a Forgejo client for the pool's instance and scope, and its connection key.
 func (f *Factory) Client(ctx context.Context, pool *v1alpha1.RunnerPool) (*forgejo.Client, jobwatch.Connection, error) {
-	spec := pool.Spec.Forgejo
-	token, err := f.token(ctx, pool.Namespace, spec.TokenSecretRef)
+	token, err := f.Token(ctx, pool)
 	if err != nil {
 		return nil, jobwatch.Connection{}, err
 	}
+	return f.clientWith(pool, token)
+}
+
+// Token returns the pool's API token, from its Secret or the last read of it within TokenTTL.
+func (f *Factory) Token(ctx context.Context, pool *v1alpha1.RunnerPool) (string, error) {
+	return f.token(ctx, pool.Namespace, pool.Spec.Forgejo.TokenSecretRef)
+}
+
+// CleanupClient returns a client to delete the pool's registrations with: the pool's own, or,
+// when its token Secret cannot be read, one with the copy of the token the pool keeps for that
+// (see package tokenkeep). kept says the copy was used. It is never to be used for anything but
+// deleting registrations and listing them to find which.
+func (f *Factory) CleanupClient(ctx context.Context, pool *v1alpha1.RunnerPool) (c *forgejo.Client, kept bool, err error) {
+	c, _, err = f.Client(ctx, pool)
+	if err == nil || !errors.Is(err, ErrTokenSecret) {
+		return c, false, err
+	}
+	var secret corev1.Secret
+	if kerr := f.Reader.Get(ctx, types.NamespacedName{Namespace: pool.Namespace, Name: tokenkeep.Name(pool)}, &secret); kerr != nil {
+		return nil, false, fmt.Errorf("%w; and its kept copy: %w", err, kerr)
+	}
+	token, ok := tokenkeep.Token(&secret, pool)
+	if !ok {
+		return nil, false, fmt.Errorf("%w; and Secret %s is not the pool's kept copy", err, secret.Name)
+	}
+	c, _, err = f.clientWith(pool, token)
+	return c, err == nil, err
+}
+
+func (f *Factory) clientWith(pool *v1alpha1.RunnerPool, token string) (*forgejo.Client, jobwatch.Connection, error) {
+	spec := pool.Spec.Forgejo
 	scope, err := forgejo.ParseScope(string(spec.Scope), spec.Organization, spec.Repository)
 	if err != nil {
 		return nil, jobwatch.Connection{}, fmt.Errorf("spec.forgejo: %w", err)

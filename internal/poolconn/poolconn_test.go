@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/tokenkeep"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/cluster"
 )
 
@@ -49,5 +50,55 @@ func TestTokenIsReadOncePerTTL(t *testing.T) {
 	}
 	if n := reader.Gets(); n != 4 {
 		t.Fatalf("%d reads, want 4: a missing Secret is read again each time", n)
+	}
+}
+
+// Once a pool's token Secret cannot be read, deregistration falls back to the copy the pool
+// keeps; a Secret of the copy's name that the pool does not control is never read as one.
+func TestCleanupClientFallsBackToThePoolsKeptCopy(t *testing.T) {
+	c := cluster.StartForTest(t, cluster.Options{APIServerOnly: true})
+	ctx := t.Context()
+	pool := &v1alpha1.RunnerPool{
+		ObjectMeta: metav1.ObjectMeta{Name: "ci", Namespace: "default", UID: "pool-uid-1"},
+		Spec: v1alpha1.RunnerPoolSpec{Forgejo: v1alpha1.ForgejoConnection{
+			URL: "https://forgejo.example", Scope: v1alpha1.ScopeGlobal, TokenSecretRef: v1alpha1.SecretKeySelector{Name: "gone"},
+		}},
+	}
+	f := &Factory{Reader: c.Client}
+	if _, _, err := f.CleanupClient(ctx, pool); !errors.Is(err, ErrTokenSecret) {
+		t.Fatalf("no Secret and no copy: %v, want ErrTokenSecret", err)
+	}
+
+	impostor := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: tokenkeep.Name(pool), Namespace: "default"},
+		StringData: map[string]string{tokenkeep.TokenKey: "someone-elses"}}
+	if err := c.Client.Create(ctx, impostor); err != nil {
+		t.Fatal(err)
+	}
+	if _, kept, err := f.CleanupClient(ctx, pool); err == nil || kept {
+		t.Fatalf("a Secret the pool does not control was used as its copy (kept %v, err %v)", kept, err)
+	}
+	if err := c.Client.Delete(ctx, impostor); err != nil {
+		t.Fatal(err)
+	}
+
+	copied, err := tokenkeep.Build(pool, "kept-token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	copied.Finalizers = nil // nothing here would remove it
+	if err := c.Client.Create(ctx, copied); err != nil {
+		t.Fatal(err)
+	}
+	fj, kept, err := f.CleanupClient(ctx, pool)
+	if err != nil || !kept || fj == nil {
+		t.Fatalf("with the pool's copy: client %v, kept %v, err %v", fj != nil, kept, err)
+	}
+
+	own := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "gone", Namespace: "default"}, StringData: map[string]string{"token": "own"}}
+	if err := c.Client.Create(ctx, own); err != nil {
+		t.Fatal(err)
+	}
+	if _, kept, err := f.CleanupClient(ctx, pool); err != nil || kept {
+		t.Fatalf("with its own Secret back the pool's token is used: kept %v, err %v", kept, err)
 	}
 }

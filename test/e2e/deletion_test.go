@@ -18,6 +18,7 @@ import (
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jsonlog"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/opmetrics"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/runnerpod"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/tokenkeep"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/eventually"
 )
 
@@ -34,9 +35,10 @@ func (w *world) markedRegistrations(pool *v1alpha1.RunnerPool) []forgejosim.Runn
 
 // Deleting a namespace deletes the pool's token Secret along with the pool, its Runners and
 // their pods, in whatever order the namespace controller takes them; here the Secret goes first,
-// as it may. The namespace must still go (the finalizers must not wait for a token that is gone
-// for good), and the registrations of its live runners, busy and waiting, must not be left in
-// Forgejo: the operator deregisters with the token it last read for the pool.
+// as it may, and the operator restarts before the namespace is deleted, so it holds nothing of
+// the token in memory. The namespace must still go (the finalizers must not wait for a token that
+// is gone for good), and the registrations of its live runners, busy and waiting, must not be
+// left in Forgejo: the operator deregisters with the copy of the token the pool keeps.
 func TestNamespaceDeletionWithLiveRunnersCompletes(t *testing.T) {
 	savedOptions, savedTask := testOptions, taskDuration
 	// Long enough that the test would fail by its own timeout rather than pass by giving up.
@@ -98,6 +100,15 @@ func TestNamespaceDeletionWithLiveRunnersCompletes(t *testing.T) {
 		err := w.cluster.Client.Get(ctx, client.ObjectKeyFromObject(secret), &corev1.Secret{})
 		return apierrors.IsNotFound(err), fmt.Sprintf("%v", err)
 	})
+	kept := &corev1.Secret{}
+	if err := w.cluster.Client.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: tokenkeep.Name(pool)}, kept); err != nil {
+		t.Fatalf("the pool keeps no copy of its token: %v", err)
+	}
+	if token, ok := tokenkeep.Token(kept, pool); !ok || token != "admin-token" {
+		t.Fatalf("the pool's kept copy is not its token: %+v", kept.ObjectMeta)
+	}
+	w.stopOperator()
+	w.startOperator(t)
 	if err := w.cluster.Client.Delete(ctx, ns); err != nil {
 		t.Fatal(err)
 	}

@@ -151,8 +151,9 @@ func ended(runner *v1alpha1.Runner) bool {
 }
 
 // forgejoClient builds the client of the runner's pool (whose Get gave poolErr). A Runner on its
-// way out whose pool's token Secret cannot be read, or whose pool is gone, deregisters with the
-// pool's last client this process built, if any: deleting a namespace deletes the Secret first.
+// way out whose pool's token Secret cannot be read deregisters with the copy of the token the
+// pool keeps for that (deleting a namespace may delete the Secret first); failing that, or when
+// its pool is gone, with the pool's last client this process built, if any.
 func (r *Reconciler) forgejoClient(ctx context.Context, runner *v1alpha1.Runner, pool *v1alpha1.RunnerPool, poolErr error) (*forgejo.Client, error) {
 	poolUID := pool.UID
 	var err error
@@ -170,6 +171,17 @@ func (r *Reconciler) forgejoClient(ctx context.Context, runner *v1alpha1.Runner,
 		err = fmt.Errorf("forgejo client for pool %s: %w", pool.Name, cerr)
 	}
 	leaving := !runner.DeletionTimestamp.IsZero() || ended(runner)
+	if leaving && poolErr == nil && errors.Is(err, poolconn.ErrTokenSecret) {
+		c, kept, kerr := r.Forgejo.CleanupClient(ctx, pool)
+		if kerr == nil && kept {
+			logf.FromContext(ctx).Info("the pool's token Secret cannot be read; deregistering with the copy the pool keeps for that",
+				"runner", runner.Name, "reason", err.Error())
+			return c, nil
+		}
+		if kerr != nil {
+			err = kerr
+		}
+	}
 	if leaving && (poolErr != nil || errors.Is(err, poolconn.ErrTokenSecret)) {
 		if c, ok := r.Clients.Last(poolUID); ok {
 			logf.FromContext(ctx).Info("the pool's token cannot be read; deregistering with the token last read for the pool",

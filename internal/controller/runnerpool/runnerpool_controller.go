@@ -183,6 +183,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		r.setReachable(status, &pool, err)
 		return r.done(r.writeStatus(ctx, &pool, status, live, jobwatch.Demand{}))
 	}
+	if token, err := r.Forgejo.Token(ctx, &pool); err == nil {
+		if err := r.keepToken(ctx, &pool, token); err != nil {
+			// The copy matters only if the pool's Secret goes before its runners do; the pool
+			// serves its jobs meanwhile, and the next reconcile tries again.
+			logf.FromContext(ctx).Error(err, "keeping a copy of the pool's token for deregistration")
+		}
+	}
 	r.Watcher.Register(matching.PoolOf(&pool), conn, fj)
 	// Every Runner the pool has, ending ones included, holds its job: no other pool makes one.
 	r.Watcher.Hold(req.NamespacedName, handlesOf(runners))
@@ -361,6 +368,9 @@ func (r *Reconciler) finalize(ctx context.Context, pool *v1alpha1.RunnerPool, ru
 	if controllerutil.ContainsFinalizer(pool, Finalizer) {
 		r.collectLast(ctx, pool)
 	}
+	if err := r.releaseToken(ctx, pool); err != nil {
+		return reconcile.Result{}, err
+	}
 	r.gc.forget(pool.UID)
 	r.created.forget(pool.UID)
 	if controllerutil.ContainsFinalizer(pool, Finalizer) {
@@ -384,11 +394,12 @@ const lastCollectionTimeout = 30 * time.Second
 
 // collectLast deletes the registrations the pool marked and no Runner holds, once its Runners
 // are gone. It reads the pool's token, or, once the token Secret is gone (deleting a namespace
-// deletes it early), uses the pool's last client; with neither it says so and does nothing.
+// deletes it early), uses the copy the pool keeps, or the pool's last client; with none it says
+// so and does nothing.
 // Whatever it cannot delete stays in Forgejo, offline: no other pool's collection touches it.
 func (r *Reconciler) collectLast(ctx context.Context, pool *v1alpha1.RunnerPool) {
 	log := logf.FromContext(ctx)
-	fj, _, err := r.Forgejo.Client(ctx, pool)
+	fj, _, err := r.Forgejo.CleanupClient(ctx, pool)
 	if err != nil {
 		last, ok := r.Clients.Last(pool.UID)
 		if !ok {
