@@ -59,6 +59,7 @@ type options struct {
 	auditLogPath         string
 	identity             string
 	deregisterDeadline   time.Duration
+	allowPrivilegedDinD  bool
 }
 
 func (o *options) bind(fs *flag.FlagSet) {
@@ -86,6 +87,7 @@ func (o *options) bind(fs *flag.FlagSet) {
 	fs.StringVar(&o.eventLogMaxSize, "event-log-max-size", "100Mi", "Size at which the event log is rotated to FILE.1, FILE.2, ...; 0 never rotates.")
 	fs.IntVar(&o.eventLogMaxFiles, "event-log-max-files", 5, "How many rotated event log files are kept.")
 	fs.StringVar(&o.auditLogPath, "audit-log-path", "", "Append the tamper-evident audit log to this JSON-lines file (its directory must exist); check it with `"+binaryName+" audit verify FILE`. Empty: no audit log.")
+	fs.BoolVar(&o.allowPrivilegedDinD, "allow-privileged-dind", false, "Let RunnerPools in every namespace run spec.dind.mode Privileged (a root Docker daemon in a privileged container, which any job can use to become root on its node). Without it, only namespaces labelled "+forgejov1alpha1.AllowPrivilegedDinDLabel+"=true may.")
 	fs.StringVar(&o.identity, "operator-identity", "", "How the audit log names the operator (default: its Kubernetes user, from a SelfSubjectReview, and its host name).")
 }
 
@@ -243,7 +245,8 @@ func start(opts options) error {
 		AuditLogPath: opts.auditLogPath,
 		Identity:     opts.identity,
 
-		DeregisterDeadline: opts.deregisterDeadline,
+		DeregisterDeadline:  opts.deregisterDeadline,
+		AllowPrivilegedDinD: opts.allowPrivilegedDinD,
 	}
 	if opts.webhookAddr != "0" && opts.webhookAddr != "" {
 		setup.WebhookAddr = opts.webhookAddr

@@ -8,8 +8,9 @@ package main
 // +kubebuilder:rbac:groups=forgejo.brooktrails.org,resources=runnerpools/status;runners/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=forgejo.brooktrails.org,resources=runnerpools/finalizers;runners/finalizers,verbs=update
 // Pods and Secrets: only the runners' own are cached (a label-filtered watch), created and
-// deleted; pools' token Secrets are read, and patched only to add or remove the pool's
-// in-use finalizer (kept while the pool's runners may need the token to deregister).
+// deleted; pools' token Secrets are only read. Each pool's copy of its token for deregistration
+// (package tokenkeep) is created, patched when the token rotates or to drop its finalizer, and
+// deleted.
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;delete;patch
 // Namespaces: read one at a time, for pools that ask for Privileged DinD, to see whether the

@@ -13,8 +13,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejosim"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/cluster"
 )
@@ -82,6 +84,20 @@ func seedSamples(ctx context.Context, c *cluster.Cluster, sim *forgejosim.Server
 	// An instance-wide hook, signed with the secret the trusted-dind sample names.
 	if _, err := sim.AddHook(forgejosim.HookConfig{URL: webhookURL, Secret: devWebhookSecret, Scope: forgejosim.InstanceScope()}); err != nil {
 		return fmt.Errorf("add webhook: %w", err)
+	}
+
+	// The trusted-dind sample asks for Privileged DinD, which the operator runs only where the
+	// cluster admin allows it; here the admin allows it for the samples' namespace.
+	var ns corev1.Namespace
+	if err := c.Client.Get(ctx, client.ObjectKey{Name: "default"}, &ns); err != nil {
+		return fmt.Errorf("read namespace default: %w", err)
+	}
+	if ns.Labels == nil {
+		ns.Labels = map[string]string{}
+	}
+	ns.Labels[v1alpha1.AllowPrivilegedDinDLabel] = "true"
+	if err := c.Client.Update(ctx, &ns); err != nil {
+		return fmt.Errorf("allow Privileged DinD in namespace default: %w", err)
 	}
 
 	samples, err := filepath.Glob(filepath.Join(root, "config", "samples", "*.yaml"))

@@ -63,6 +63,9 @@ type Options struct {
 	// Identity names the operator in the audit log; empty asks the API server who the
 	// operator is (a SelfSubjectReview) and adds the host name.
 	Identity string
+	// AllowPrivilegedDinD lets pools in every namespace run Privileged DinD; without it only
+	// namespaces labelled v1alpha1.AllowPrivilegedDinDLabel=true may.
+	AllowPrivilegedDinD bool
 }
 
 // WebhookPath is the path Forgejo's Actions job webhooks are to be sent to.
@@ -128,6 +131,9 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 
 		JobGoneGrace: opts.JobGoneGrace,
 		GCInterval:   opts.GCInterval,
+		// Namespaces are read uncached, one at a time, and only for pools that ask for
+		// privilege: get on the pools' namespaces is all the operator needs.
+		Privilege: runnerpool.PrivilegeGate{AllowAll: opts.AllowPrivilegedDinD, Namespaces: mgr.GetAPIReader()},
 	}
 	pools.Watcher = jobwatch.New(opts.PollInterval, pools.Notify, ctrl.Log.WithName("jobwatch"))
 	timings, err := jobwatch.NewPrometheusTimings(metrics.Registry)

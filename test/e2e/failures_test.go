@@ -461,7 +461,10 @@ func TestRunnerIsBusyWhileItsJobRuns(t *testing.T) {
 func TestRejectedPodEndsItsRunnerWithTheReason(t *testing.T) {
 	w := startWorld(t)
 	ctx := t.Context()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "locked", Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}}}
+	// The admin allows Privileged DinD here, and yet Pod Security refuses its pods.
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "locked", Labels: map[string]string{
+		"pod-security.kubernetes.io/enforce": "restricted", v1alpha1.AllowPrivilegedDinDLabel: "true",
+	}}}
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "token", Namespace: ns.Name}, StringData: map[string]string{"token": "admin-token"}}
 	pool := &v1alpha1.RunnerPool{
 		ObjectMeta: metav1.ObjectMeta{Name: "dind", Namespace: ns.Name},

@@ -87,6 +87,8 @@ type Reconciler struct {
 	created creations
 	// Workers is how many pools are reconciled at once; 0 means DefaultWorkers.
 	Workers int
+	// Privilege decides where Privileged DinD may run; its zero value allows it nowhere.
+	Privilege PrivilegeGate
 }
 
 // deleteRunner deletes a Runner for reason, remembers it as gone and records its last event.
@@ -177,6 +179,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		meta.SetStatusCondition(&status.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse,
 			Reason: reason, Message: msg, ObservedGeneration: pool.Generation})
 		return r.done(r.updateStatus(ctx, &pool, status))
+	}
+	if refused, result, err := r.refusePrivileged(ctx, &pool, status, live); refused {
+		return result, err
 	}
 	fj, conn, err := r.Forgejo.Client(ctx, &pool)
 	if err != nil {

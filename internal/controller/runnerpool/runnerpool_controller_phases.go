@@ -348,8 +348,12 @@ func (r *Reconciler) updateStatus(ctx context.Context, pool *v1alpha1.RunnerPool
 	if equality.Semantic.DeepEqual(&pool.Status, status) {
 		return nil
 	}
+	patch, err := StatusPatch(&pool.Status, status, pool.ResourceVersion)
+	if err != nil {
+		return fmt.Errorf("update status of pool %s: %w", pool.Name, err)
+	}
 	pool.Status = *status
-	if err := r.Client.Status().Update(ctx, pool); err != nil {
+	if err := r.Client.Status().Patch(ctx, pool, patch); err != nil {
 		return fmt.Errorf("update status of pool %s: %w", pool.Name, err)
 	}
 	return nil
