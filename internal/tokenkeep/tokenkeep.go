@@ -53,9 +53,10 @@ func Build(pool *v1alpha1.RunnerPool, token string) (*corev1.Secret, error) {
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      Name(pool),
 			Namespace: pool.Namespace,
+			// The managed-by label puts it in the operator's cache; not the runners' app label,
+			// which tells what a runner leaves behind.
 			Labels: map[string]string{
 				runnerpod.LabelPool:      runnerpod.LabelValue(pool.Name),
-				runnerpod.LabelAppName:   runnerpod.AppName,
 				runnerpod.LabelManagedBy: runnerpod.ManagedBy,
 				LabelRole:                Role,
 			},

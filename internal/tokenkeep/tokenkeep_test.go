@@ -27,6 +27,10 @@ func TestBuildIsTheCacheablePoolOwnedCopy(t *testing.T) {
 	if s.Labels[runnerpod.LabelManagedBy] != runnerpod.ManagedBy || s.Labels[runnerpod.LabelPool] != "builds" {
 		t.Errorf("labels %v", s.Labels)
 	}
+	// What a runner leaves behind is found by the runners' app label: the copy is not that.
+	if _, ok := s.Labels[runnerpod.LabelAppName]; ok {
+		t.Errorf("the copy carries the runners' app label: %v", s.Labels)
+	}
 	if !metav1.IsControlledBy(s, p) {
 		t.Error("the copy is not controlled by its pool")
 	}
