@@ -28,6 +28,7 @@ import (
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jsonlog"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/operator"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/version"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/webhook"
 )
 
 const binaryName = "forgejo-runner-operator"
@@ -78,7 +79,7 @@ func (o *options) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&o.gcInterval, "gc-interval", 5*time.Minute, "How often each pool's Forgejo registrations are checked for orphans (marked as the pool's, held by no Runner); one is deleted when two checks in a row find it.")
 	fs.DurationVar(&o.deregisterDeadline, "deregister-deadline", runner.DefaultDeregisterDeadline, "How long a Runner being deleted keeps trying to delete its Forgejo registration (its pod is deleted first) before it goes without: a Warning Event and forgejo_runner_operator_deregistrations_abandoned_total say so, and the pool's garbage collection deletes the registration later if the pool still exists.")
 	fs.StringVar(&o.webhookAddr, "webhook-bind-address", ":9000", "Address the Forgejo webhook receiver serves "+operator.WebhookPath+" on; \"0\" turns it off.")
-	fs.StringVar(&o.webhookSecretFile, "webhook-secret-file", "", "File holding a webhook secret accepted for every pool (besides each pool's spec.forgejo.webhookSecretRef).")
+	fs.StringVar(&o.webhookSecretFile, "webhook-secret-file", "", "File holding the operator-wide webhook secret: a delivery it signs acts on every pool covering its repository (a pool's own spec.forgejo.webhookSecretRef acts on the pools holding it only). One trailing newline is trimmed.")
 	fs.BoolVar(&o.showVersion, "version", false, "Print the version and exit.")
 	fs.StringVar(&o.logLevel, "log-level", "info", "Log level: debug, info or error.")
 	fs.BoolVar(&o.logDevelopmentFormat, "log-development-format", false, "Human-readable console logs instead of JSON.")
@@ -252,9 +253,9 @@ func start(opts options) error {
 		setup.WebhookAddr = opts.webhookAddr
 	}
 	if opts.webhookSecretFile != "" {
-		secret, err := os.ReadFile(opts.webhookSecretFile)
+		secret, err := webhook.ReadSecretFile(opts.webhookSecretFile, log)
 		if err != nil {
-			return fmt.Errorf("read --webhook-secret-file: %w", err)
+			return fmt.Errorf("--webhook-secret-file: %w", err)
 		}
 		setup.WebhookSharedSecret = secret
 	}

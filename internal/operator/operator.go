@@ -54,7 +54,8 @@ type Options struct {
 	DeregisterDeadline time.Duration
 	// WebhookAddr is where the webhook receiver listens (path WebhookPath); empty for none.
 	WebhookAddr string
-	// WebhookSharedSecret, when set, is accepted for deliveries of every pool.
+	// WebhookSharedSecret, when set, is the operator-wide secret: a delivery it verifies acts
+	// on every pool covering its repository, whatever the pools' own secrets.
 	WebhookSharedSecret []byte
 	// EventLog is the runner lifecycle event log file; an empty Path writes none.
 	EventLog jsonlog.Options
@@ -170,7 +171,7 @@ func setupWebhook(mgr ctrl.Manager, opts Options, watcher *jobwatch.Watcher) err
 	log := ctrl.Log.WithName("webhook")
 	handler, err := webhook.New(webhook.Options{
 		Secrets: &webhookpools.Secrets{
-			Pools: mgr.GetClient(), SecretReader: mgr.GetAPIReader(), Shared: opts.WebhookSharedSecret,
+			Pools: mgr.GetClient(), SecretReader: mgr.GetAPIReader(), Shared: opts.WebhookSharedSecret, Log: log,
 		},
 		Sink:     &webhookpools.Sink{Pools: mgr.GetClient(), Watcher: watcher, Log: log},
 		Observer: observer,
@@ -181,7 +182,7 @@ func setupWebhook(mgr ctrl.Manager, opts Options, watcher *jobwatch.Watcher) err
 	}
 	mux := http.NewServeMux()
 	mux.Handle(WebhookPath, handler)
-	server := &http.Server{Addr: opts.WebhookAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	server := webhook.NewServer(opts.WebhookAddr, mux, webhook.ServerLimits{})
 	if err := mgr.Add(leaderOnly(func(ctx context.Context) error {
 		errc := make(chan error, 1)
 		go func() { errc <- server.ListenAndServe() }()

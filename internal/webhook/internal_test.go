@@ -1,8 +1,10 @@
 package webhook
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSanitizeID(t *testing.T) {
@@ -54,5 +56,84 @@ func TestParseDropsNamesNoRunnerCouldCarry(t *testing.T) {
 		if ev.Repository != c.wantRepo || ev.Job.Handle != c.wantHandle {
 			t.Errorf("repository %.20q, handle %.20q: got %.20q, %.20q; want %.20q, %.20q", c.repo, c.handle, ev.Repository, ev.Job.Handle, c.wantRepo, c.wantHandle)
 		}
+	}
+}
+
+// A flood of distinct verified bodies keeps the memory at its bound, evicts the flooder's own
+// deliveries first, and leaves another signer's within their window.
+func TestDedupeFloodStaysBounded(t *testing.T) {
+	const size = 1000
+	d := newDedupe(size, time.Hour)
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	if !d.add("victim", []byte("victim-mac"), "victim-id", now) {
+		t.Fatal("first delivery not new")
+	}
+	for i := range 100 * size {
+		if !d.add("flooder", fmt.Appendf(nil, "mac-%d", i), fmt.Sprint(i), now) {
+			t.Fatalf("distinct body %d not new", i)
+		}
+	}
+	deliveries, keys, signers := d.stats()
+	if deliveries != size || keys != 2*size || signers != 2 {
+		t.Errorf("after the flood: %d deliveries, %d keys, %d signers; want %d, %d, 2", deliveries, keys, signers, size, 2*size)
+	}
+	if d.add("victim", []byte("victim-mac"), "another-id", now) {
+		t.Error("the victim's body was forgotten in another signer's flood")
+	}
+	if !d.add("flooder", []byte("mac-0"), "", now) {
+		t.Error("the flooder's oldest body was not the one forgotten")
+	}
+	if d.add("flooder", fmt.Appendf(nil, "mac-%d", 100*size-1), "", now) {
+		t.Error("the flooder's newest body was forgotten")
+	}
+	// The window ends and a sweep reclaims everything that aged out.
+	later := now.Add(time.Hour)
+	if !d.add("victim", []byte("victim-mac"), "", later) {
+		t.Error("the victim's body is still remembered after the window")
+	}
+	if !d.add("flooder", []byte("fresh"), "", later) {
+		t.Error("fresh body not new")
+	}
+	for i := range size {
+		d.add("flooder", fmt.Appendf(nil, "late-%d", i), "", later)
+	}
+	if deliveries, _, _ := d.stats(); deliveries > size {
+		t.Errorf("%d deliveries remembered, over the bound %d", deliveries, size)
+	}
+}
+
+func TestSourceKey(t *testing.T) {
+	cases := map[string]string{
+		"192.0.2.1:1234":            "192.0.2.1",
+		"[::ffff:192.0.2.1]:1234":   "192.0.2.1",
+		"[2001:db8:1:2:3:4:5:6]:80": "2001:db8:1:2::/64",
+		"[2001:db8:1:2::9]:80":      "2001:db8:1:2::/64",
+		"@":                         "@",
+		"192.0.2.1":                 "192.0.2.1",
+	}
+	for in, want := range cases {
+		if got := sourceKey(in); got != want {
+			t.Errorf("sourceKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// Memory stays bounded however many sources send: beyond the bound they share one allowance.
+func TestLimiterSourcesAreBounded(t *testing.T) {
+	l := newLimiter(1, 2, 10)
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	for i := range 1000 {
+		l.take(fmt.Sprintf("192.0.2.%d", i), now)
+	}
+	if n := l.sources(); n > 11 {
+		t.Errorf("%d sources remembered, want at most 10 and the shared one", n)
+	}
+	if _, ok := l.take("203.0.113.1", now); ok {
+		t.Error("a source beyond the bound did not share the spent shared allowance")
+	}
+	// Once the remembered ones have refilled they are forgotten, and a new source is itself.
+	later := now.Add(time.Minute)
+	if key, ok := l.take("203.0.113.2", later); !ok || key != "203.0.113.2" {
+		t.Errorf("after refilling: key %q ok %v, want its own allowance", key, ok)
 	}
 }

@@ -9,18 +9,20 @@
 // workflow_job delivery (Gitea 1.24+, or a later Forgejo) carries the job itself and is a job
 // event, given to the sink as such.
 //
-// A delivery passes these checks in order, and the first that fails decides the answer:
-// method (405), body size (413), presence of a signature (401), the signature against each
-// candidate secret (401), JSON syntax (400), event type and payload (a delivery that is neither
-// a job event nor names a repository is acknowledged and ignored; a job event without a job is
-// 400), delivery id already seen (200, ignored). Only then is the sink called, and the answer is
-// 202.
+// A delivery passes these checks in order, and the first that fails decides the answer: the
+// sender's allowance of unverified deliveries (429), method (405), body size (413), presence of
+// a signature (401), the signature against each candidate secret (401), JSON syntax (400), event
+// type and payload (a delivery that is neither a job event nor names a repository is
+// acknowledged and ignored; a job event without a job is 400), the same body or delivery id
+// already seen under the same secret within the replay window (200, ignored). Only then is the
+// sink called, with the grant of the secret that verified the delivery, and the answer is 202.
 package webhook
 
 import (
 	"cmp"
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -38,8 +40,9 @@ import (
 // DefaultMaxBodyBytes bounds a delivery's body. Forgejo's job payloads are a few KiB.
 const DefaultMaxBodyBytes = 1 << 20
 
-// DefaultDedupeSize is how many delivery ids are remembered to drop replays.
-const DefaultDedupeSize = 10000
+// DefaultDedupeSize is how many verified deliveries are remembered to drop replays; see
+// dedupe.go for why it and DefaultReplayWindow are what they are.
+const DefaultDedupeSize = 20000
 
 // maxDeliveryIDLogLen bounds the delivery id as it appears in logs; Forgejo's are UUIDs (36).
 const maxDeliveryIDLogLen = 64
@@ -96,6 +99,9 @@ type RepositoryEvent struct {
 	OwnerID int64
 	// Received is when the handler accepted the delivery (Options.Now).
 	Received time.Time
+	// Grant is the Grant of the secret that verified the delivery, as the SecretSource gave
+	// it: the sink acts within it and nowhere else.
+	Grant any
 }
 
 // JobEvent is a verified job webhook delivery.
@@ -116,6 +122,8 @@ type JobEvent struct {
 	Owner string
 	// Received is when the handler accepted the delivery (Options.Now).
 	Received time.Time
+	// Grant is the Grant of the secret that verified the delivery (see RepositoryEvent).
+	Grant any
 }
 
 // Job is the payload's job (Forgejo's ActionRunJob), reduced to what the operator uses.
@@ -133,31 +141,48 @@ type Job struct {
 	TaskID  int64
 }
 
+// Secret is one secret a delivery may be signed with, and what a delivery it verifies may make
+// happen.
+type Secret struct {
+	// Value is the HMAC key. An empty one is skipped: an HMAC keyed with nothing authenticates
+	// nobody.
+	Value []byte
+	// Grant is handed, untouched, to the sink with every delivery Value verifies, so that the
+	// sink acts only for whoever holds Value. The handler never looks inside it.
+	Grant any
+}
+
 // SecretSource gives the secrets a delivery may be signed with.
 type SecretSource interface {
-	// Candidates returns the secrets to try. repoFullName is the "owner/name" the body claims,
-	// or "" when the body names none or names it oddly; it is NOT verified (the secret to verify
-	// it with is what is being looked up), so it may only narrow the lookup, never grant
-	// anything by itself. With "" the source should return every secret it knows. Empty secrets
-	// are skipped: an HMAC keyed with nothing authenticates nobody. An error answers 503 and is
-	// logged, so it should not quote repoFullName: the log holds nothing unverified but the
-	// delivery id.
-	Candidates(ctx context.Context, repoFullName string) ([][]byte, error)
+	// Candidates returns the secrets to try, in order; the first that verifies the delivery
+	// decides its Grant. repoFullName is the "owner/name" the body claims, or "" when the body
+	// names none or names it oddly; it is NOT verified (the secret to verify it with is what is
+	// being looked up), so it may only narrow the lookup, never grant anything by itself. With
+	// "" the source should return every secret it knows, with grants that cover no repository
+	// in particular. An error answers 503 and is logged, so it should not quote repoFullName:
+	// the log holds nothing unverified but the delivery id.
+	Candidates(ctx context.Context, repoFullName string) ([]Secret, error)
 }
 
 // SecretSourceFunc adapts a function to SecretSource.
-type SecretSourceFunc func(ctx context.Context, repoFullName string) ([][]byte, error)
+type SecretSourceFunc func(ctx context.Context, repoFullName string) ([]Secret, error)
 
 // Candidates calls f.
-func (f SecretSourceFunc) Candidates(ctx context.Context, repoFullName string) ([][]byte, error) {
+func (f SecretSourceFunc) Candidates(ctx context.Context, repoFullName string) ([]Secret, error) {
 	return f(ctx, repoFullName)
 }
 
-// StaticSecrets is a fixed list of secrets, whatever the repository.
+// StaticSecrets is a fixed list of secrets, whatever the repository, each without a grant.
 type StaticSecrets [][]byte
 
 // Candidates returns s.
-func (s StaticSecrets) Candidates(context.Context, string) ([][]byte, error) { return s, nil }
+func (s StaticSecrets) Candidates(context.Context, string) ([]Secret, error) {
+	out := make([]Secret, len(s))
+	for i, v := range s {
+		out[i] = Secret{Value: v}
+	}
+	return out, nil
+}
 
 // EventSink receives verified deliveries. It is called synchronously from the HTTP handler, so it
 // should only record or enqueue: Forgejo waits for the answer and does not retry a failed
@@ -176,7 +201,8 @@ type Result string
 // Results.
 const (
 	ResultAccepted         Result = "accepted"           // 202, given to the sink
-	ResultDuplicate        Result = "duplicate"          // 200, delivery id seen before
+	ResultDuplicate        Result = "duplicate"          // 200, body or delivery id seen before
+	ResultRateLimited      Result = "rate_limited"       // 429, too many unverified deliveries from the source
 	ResultIgnoredEvent     Result = "ignored_event"      // 200, names no repository and is no job event
 	ResultMethodNotAllowed Result = "method_not_allowed" // 405
 	ResultTooLarge         Result = "too_large"          // 413
@@ -193,7 +219,7 @@ const (
 var Results = []Result{
 	ResultAccepted, ResultDuplicate, ResultIgnoredEvent, ResultMethodNotAllowed, ResultTooLarge,
 	ResultReadError, ResultMissingSignature, ResultNoSecret, ResultBadSignature, ResultSecretError,
-	ResultBadJSON, ResultBadPayload,
+	ResultBadJSON, ResultBadPayload, ResultRateLimited,
 }
 
 // Observer is told the result of every delivery.
@@ -215,8 +241,16 @@ type Options struct {
 	Sink EventSink
 	// MaxBodyBytes bounds the body; default DefaultMaxBodyBytes.
 	MaxBodyBytes int64
-	// DedupeSize is how many delivery ids are remembered; default DefaultDedupeSize.
+	// DedupeSize is how many verified deliveries are remembered; default DefaultDedupeSize.
 	DedupeSize int
+	// ReplayWindow is how long a verified delivery's body is remembered; a body verified by the
+	// same secret within it is a replay. Default DefaultReplayWindow.
+	ReplayWindow time.Duration
+	// UnverifiedRate is how many deliveries per second that fail before or at verification
+	// each source address may send in the long run, and UnverifiedBurst how many at once;
+	// defaults DefaultUnverifiedRate and DefaultUnverifiedBurst. See ratelimit.go.
+	UnverifiedRate  float64
+	UnverifiedBurst int
 	// Observer, when set, is told every delivery's result.
 	Observer Observer
 	// Log receives one line per delivery, at V(1) for rejections; zero value discards.
@@ -234,6 +268,10 @@ type Handler struct {
 	log      logr.Logger
 	now      func() time.Time
 	seen     *dedupe
+	limiter  *limiter
+	// salt keys the digest that tells secrets apart in the dedupe, so that what it holds says
+	// nothing about any secret.
+	salt []byte
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -246,9 +284,9 @@ func New(opts Options) (*Handler, error) {
 	if opts.Sink == nil {
 		return nil, errors.New("webhook handler: an event sink is required")
 	}
-	if opts.MaxBodyBytes < 0 || opts.DedupeSize < 0 {
-		return nil, fmt.Errorf("webhook handler: negative limits (max body %d, dedupe size %d)",
-			opts.MaxBodyBytes, opts.DedupeSize)
+	if opts.MaxBodyBytes < 0 || opts.DedupeSize < 0 || opts.ReplayWindow < 0 || opts.UnverifiedRate < 0 || opts.UnverifiedBurst < 0 {
+		return nil, fmt.Errorf("webhook handler: negative limits (max body %d, dedupe size %d, replay window %s, unverified rate %g burst %d)",
+			opts.MaxBodyBytes, opts.DedupeSize, opts.ReplayWindow, opts.UnverifiedRate, opts.UnverifiedBurst)
 	}
 	h := &Handler{
 		secrets:  opts.Secrets,
@@ -261,11 +299,12 @@ func New(opts Options) (*Handler, error) {
 	if h.maxBody == 0 {
 		h.maxBody = DefaultMaxBodyBytes
 	}
-	size := opts.DedupeSize
-	if size == 0 {
-		size = DefaultDedupeSize
+	h.seen = newDedupe(cmp.Or(opts.DedupeSize, DefaultDedupeSize), cmp.Or(opts.ReplayWindow, DefaultReplayWindow))
+	h.limiter = newLimiter(cmp.Or(opts.UnverifiedRate, DefaultUnverifiedRate), cmp.Or(opts.UnverifiedBurst, DefaultUnverifiedBurst), maxSources)
+	h.salt = make([]byte, 32)
+	if _, err := rand.Read(h.salt); err != nil {
+		return nil, fmt.Errorf("webhook handler: salt for the replay memory: %w", err)
 	}
-	h.seen = newDedupe(size)
 	if h.now == nil {
 		h.now = time.Now
 	}
@@ -280,7 +319,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The delivery id is the only request-supplied value that is logged before verification,
 	// and only in sanitized form.
 	logID := SafeID(firstHeader(r.Header, "X-Forgejo-Delivery", "X-Gitea-Delivery"))
-	res, status, detail := h.serve(r)
+	var (
+		res    Result
+		status int
+		detail string
+	)
+	// A token is taken before anything else is done, and given back once the delivery proves
+	// to be signed: only what fails before or at verification spends the sender's allowance,
+	// and a sender that spent it costs no secret lookup and no HMAC until it refills.
+	if source, ok := h.limiter.take(sourceKey(r.RemoteAddr), h.now()); !ok {
+		res, status, detail = ResultRateLimited, http.StatusTooManyRequests, "unverified deliveries over the source's allowance"
+	} else {
+		res, status, detail = h.serve(r)
+		if verified(res) {
+			h.limiter.giveBack(source, h.now())
+		}
+	}
 	if h.observer != nil {
 		h.observer.ObserveDelivery(res)
 	}
@@ -294,6 +348,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if res == ResultMethodNotAllowed {
 		w.Header().Set("Allow", http.MethodPost)
+	}
+	if res == ResultRateLimited {
+		w.Header().Set("Retry-After", h.limiter.retryAfter())
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -330,13 +387,15 @@ func (h *Handler) serve(r *http.Request) (res Result, status int, detail string)
 	// repository the body names, and the body is not verified yet. That is safe because the
 	// name only chooses which secrets to try: a forged name can at worst make the check try the
 	// wrong secrets and fail, and nothing passes without an HMAC made with one of them.
-	candidates, err := h.secrets.Candidates(r.Context(), repoHint(body))
+	event := firstHeader(r.Header, "X-Forgejo-Event-Type", "X-Forgejo-Event", "X-Gitea-Event-Type", "X-Gitea-Event")
+	candidates, err := h.secrets.Candidates(r.Context(), repoHint(body, event))
 	if err != nil {
 		// The error may describe the caller's configuration, not the request; it goes to the
 		// log but not to the sender.
 		return ResultSecretError, http.StatusServiceUnavailable, fmt.Sprintf("looking up secrets: %v", err)
 	}
-	switch verify(body, sig, candidates) {
+	match, mac, outcome := verify(body, sig, candidates)
+	switch outcome {
 	case verifyNoSecret:
 		return ResultNoSecret, http.StatusUnauthorized, ""
 	case verifyMismatch:
@@ -344,12 +403,17 @@ func (h *Handler) serve(r *http.Request) (res Result, status int, detail string)
 	}
 
 	// Verified from here on.
+	d := delivery{
+		id:     firstHeader(r.Header, "X-Forgejo-Delivery", "X-Gitea-Delivery"),
+		signer: h.signerID(match.Value),
+		mac:    mac,
+		grant:  match.Grant,
+	}
 	if !json.Valid(body) {
 		return ResultBadJSON, http.StatusBadRequest, ""
 	}
-	event := firstHeader(r.Header, "X-Forgejo-Event-Type", "X-Forgejo-Event", "X-Gitea-Event-Type", "X-Gitea-Event")
 	if !isJobEvent(event) {
-		return h.serveRepositoryEvent(r, body, event)
+		return h.serveRepositoryEvent(r.Context(), d, body, event)
 	}
 	ev, err := parse(body, event)
 	if errors.Is(err, errUnknownStatus) {
@@ -358,8 +422,8 @@ func (h *Handler) serve(r *http.Request) (res Result, status int, detail string)
 	if err != nil {
 		return ResultBadPayload, http.StatusBadRequest, err.Error()
 	}
-	ev.DeliveryID = firstHeader(r.Header, "X-Forgejo-Delivery", "X-Gitea-Delivery")
-	if ev.DeliveryID != "" && !h.seen.add(ev.DeliveryID) {
+	ev.DeliveryID, ev.Grant = d.id, d.grant
+	if !h.seen.add(d.signer, d.mac, d.id, h.now()) {
 		return ResultDuplicate, http.StatusOK, ""
 	}
 	ev.Received = h.now()
@@ -376,18 +440,18 @@ func isJobEvent(event string) bool {
 
 // serveRepositoryEvent handles a verified delivery that is not a job event: if it names a
 // repository, it is a cue to poll the scopes that cover it.
-func (h *Handler) serveRepositoryEvent(r *http.Request, body []byte, event string) (Result, int, string) {
+func (h *Handler) serveRepositoryEvent(ctx context.Context, d delivery, body []byte, event string) (Result, int, string) {
 	ev, ok := parseRepository(body)
 	if !ok {
 		return ResultIgnoredEvent, http.StatusOK, "event " + SafeID(event) + " names no repository"
 	}
 	ev.Event = SafeID(event)
-	ev.DeliveryID = firstHeader(r.Header, "X-Forgejo-Delivery", "X-Gitea-Delivery")
-	if ev.DeliveryID != "" && !h.seen.add(ev.DeliveryID) {
+	ev.DeliveryID, ev.Grant = d.id, d.grant
+	if !h.seen.add(d.signer, d.mac, d.id, h.now()) {
 		return ResultDuplicate, http.StatusOK, ""
 	}
 	ev.Received = h.now()
-	h.sink.HandleRepositoryEvent(r.Context(), ev)
+	h.sink.HandleRepositoryEvent(ctx, ev)
 	return ResultAccepted, http.StatusAccepted, fmt.Sprintf("%s for %s", ev.Event, ev.Repository)
 }
 
@@ -453,6 +517,38 @@ func signature(h http.Header) (string, bool) {
 	return "", false
 }
 
+// delivery is what verification established about a delivery.
+type delivery struct {
+	// id is the delivery id header, unsigned: "" when the sender sent none.
+	id string
+	// signer tells apart the secret that verified it, without revealing it.
+	signer string
+	// mac is the verified HMAC-SHA256 of the body: a digest of the body under its secret.
+	mac   []byte
+	grant any
+}
+
+// verified reports whether a result comes after a successful signature check, so that the
+// sender's token is given back.
+func verified(res Result) bool {
+	switch res {
+	case ResultAccepted, ResultDuplicate, ResultIgnoredEvent, ResultBadJSON, ResultBadPayload:
+		return true
+	case ResultSecretError:
+		// Not verified, but the operator's own failure: the sender is not charged for it.
+		return true
+	}
+	return false
+}
+
+// signerID is a salted digest of a secret: the dedupe keeps deliveries apart by it, and it says
+// nothing about the secret to whoever reads the process's memory or a heap profile.
+func (h *Handler) signerID(secret []byte) string {
+	m := hmac.New(sha256.New, h.salt)
+	m.Write(secret)
+	return string(m.Sum(nil)[:16])
+}
+
 type verifyResult int
 
 const (
@@ -461,8 +557,9 @@ const (
 	verifyMismatch
 )
 
-// verify checks sig (hex) against the HMAC-SHA256 of body under each candidate.
-func verify(body []byte, sig string, candidates [][]byte) verifyResult {
+// verify checks sig (hex) against the HMAC-SHA256 of body under each candidate, and returns the
+// first candidate that matches and the HMAC it made.
+func verify(body []byte, sig string, candidates []Secret) (Secret, []byte, verifyResult) {
 	// Malformed hex cannot match, but every candidate is still considered so that "no secret"
 	// is reported the same way whatever the signature looks like.
 	want, err := hex.DecodeString(sig)
@@ -470,41 +567,49 @@ func verify(body []byte, sig string, candidates [][]byte) verifyResult {
 		want = nil
 	}
 	tried := false
-	for _, secret := range candidates {
-		if len(secret) == 0 {
+	for _, c := range candidates {
+		if len(c.Value) == 0 {
 			continue
 		}
 		tried = true
 		if want == nil {
 			continue
 		}
-		m := hmac.New(sha256.New, secret)
+		m := hmac.New(sha256.New, c.Value)
 		m.Write(body)
-		if hmac.Equal(m.Sum(nil), want) {
-			return verifyOK
+		if sum := m.Sum(nil); hmac.Equal(sum, want) {
+			return c, sum, verifyOK
 		}
 	}
 	if !tried {
-		return verifyNoSecret
+		return Secret{}, nil, verifyNoSecret
 	}
-	return verifyMismatch
+	return Secret{}, nil, verifyMismatch
 }
 
 // repoHint extracts the repository full name from an unverified body, or "" if it names none or
 // names it in a way no Forgejo repository could be named.
-func repoHint(body []byte) string {
-	var p struct {
-		Repository *struct {
-			FullName string `json:"full_name"`
-		} `json:"repository"`
+// It reads the repository where the event's parser will (for a job event the top-level
+// "repository", for another also an action_run's "run.repository"), so that the repository a
+// delivery's secrets are chosen for is the one it is routed by once verified. The event name is
+// unsigned too, but it is the same in both places.
+func repoHint(body []byte, event string) string {
+	if isJobEvent(event) {
+		var p struct {
+			Repository *struct {
+				FullName string `json:"full_name"`
+			} `json:"repository"`
+		}
+		if json.Unmarshal(body, &p) != nil || p.Repository == nil || !validRepoName(p.Repository.FullName) {
+			return ""
+		}
+		return p.Repository.FullName
 	}
-	if json.Unmarshal(body, &p) != nil || p.Repository == nil {
+	ev, ok := parseRepository(body)
+	if !ok {
 		return ""
 	}
-	if !validRepoName(p.Repository.FullName) {
-		return ""
-	}
-	return p.Repository.FullName
+	return ev.Repository
 }
 
 // validRepoName reports whether name could be a Forgejo repository's "owner/name". A name

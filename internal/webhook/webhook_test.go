@@ -211,7 +211,7 @@ func TestRejections(t *testing.T) {
 	withSig := func(header, value string) map[string]string {
 		return map[string]string{"X-Forgejo-Event": ev, "X-Forgejo-Delivery": "d", header: value}
 	}
-	failingSource := webhook.SecretSourceFunc(func(context.Context, string) ([][]byte, error) {
+	failingSource := webhook.SecretSourceFunc(func(context.Context, string) ([]webhook.Secret, error) {
 		return nil, errors.New("informer not synced")
 	})
 	emptySource := webhook.StaticSecrets{nil, []byte{}}
@@ -474,14 +474,77 @@ func TestReplayIsDeduplicated(t *testing.T) {
 	giteaOnly := map[string]string{"X-Gitea-Delivery": "same-id", "X-Gitea-Event": webhook.EventWorkflowJobWaiting,
 		"X-Gitea-Signature": sign(secret, body)}
 	expectStatus(t, e.send(t, delivery{body: body, headers: giteaOnly}), http.StatusOK)
-	// A new id is a new delivery, even with the same payload (a second hook on the same repo).
-	expectStatus(t, e.send(t, delivery{body: body, headers: forgejoHeaders(secret, "other-id", webhook.EventWorkflowJobWaiting, body)}),
-		http.StatusAccepted)
-	if n := len(e.snk.got()); n != 2 {
-		t.Errorf("sink got %d events, want 2", n)
+	// The same id on another body signed with the same secret: Forgejo never does that.
+	other := jobPayload(t, webhook.ActionJobStatusChanged, "running")
+	expectStatus(t, e.send(t, delivery{body: other, headers: forgejoHeaders(secret, "same-id", webhook.EventWorkflowJobRunning, other)}),
+		http.StatusOK)
+	if n := len(e.snk.got()); n != 1 {
+		t.Errorf("sink got %d events, want 1", n)
 	}
-	if e.obs.count(webhook.ResultDuplicate) != 2 {
-		t.Errorf("duplicates %d, want 2", e.obs.count(webhook.ResultDuplicate))
+	if e.obs.count(webhook.ResultDuplicate) != 3 {
+		t.Errorf("duplicates %d, want 3", e.obs.count(webhook.ResultDuplicate))
+	}
+}
+
+// The delivery id is not signed: a captured body sent again under a fresh id, or with none, or
+// under another event name, is the same delivery.
+func TestReplayedBodyUnderANewDeliveryIDIsDeduplicated(t *testing.T) {
+	e := newEnv(t)
+	body := []byte(forgejo15Deliveries["push"])
+	expectStatus(t, e.send(t, delivery{body: body, headers: forgejoHeaders(secret, "original", "push", body)}), http.StatusAccepted)
+	for name, headers := range map[string]map[string]string{
+		"new id":        forgejoHeaders(secret, "fresh-id", "push", body),
+		"no id":         {"X-Forgejo-Event": "push", "X-Forgejo-Signature": sign(secret, body)},
+		"other event":   forgejoHeaders(secret, "fresh-id-2", "create", body),
+		"hub signature": {"X-Forgejo-Event": "push", "X-Forgejo-Delivery": "fresh-id-3", "X-Hub-Signature-256": "sha256=" + strings.ToUpper(sign(secret, body))},
+	} {
+		rec := e.send(t, delivery{body: body, headers: headers})
+		if rec.Code != http.StatusOK || strings.TrimSpace(rec.Body.String()) != string(webhook.ResultDuplicate) {
+			t.Errorf("%s: status %d %q, want 200 duplicate", name, rec.Code, strings.TrimSpace(rec.Body.String()))
+		}
+	}
+	if n := len(e.snk.gotRepos()); n != 1 {
+		t.Errorf("sink got %d events from one body, want 1", n)
+	}
+}
+
+// The same body verified by another secret is another hook's delivery, and acts within that
+// secret's grant: it is not a replay of the first.
+func TestSameBodyUnderAnotherSecretIsNotAReplay(t *testing.T) {
+	e := newEnv(t, func(o *webhook.Options) {
+		o.Secrets = webhook.SecretSourceFunc(func(context.Context, string) ([]webhook.Secret, error) {
+			return []webhook.Secret{{Value: []byte("org-hook"), Grant: "org"}, {Value: []byte("repo-hook"), Grant: "repo"}}, nil
+		})
+	})
+	body := []byte(forgejo15Deliveries["push"])
+	expectStatus(t, e.send(t, delivery{body: body, headers: forgejoHeaders("org-hook", "d-org", "push", body)}), http.StatusAccepted)
+	expectStatus(t, e.send(t, delivery{body: body, headers: forgejoHeaders("repo-hook", "d-repo", "push", body)}), http.StatusAccepted)
+	expectStatus(t, e.send(t, delivery{body: body, headers: forgejoHeaders("repo-hook", "d-repo-again", "push", body)}), http.StatusOK)
+	got := e.snk.gotRepos()
+	if len(got) != 2 || got[0].Grant != "org" || got[1].Grant != "repo" {
+		t.Fatalf("events %+v, want one under each secret's grant", got)
+	}
+}
+
+// A body is remembered for the replay window, on the handler's clock, and then forgotten.
+func TestReplayWindow(t *testing.T) {
+	now := fixedNow
+	e := newEnv(t, func(o *webhook.Options) {
+		o.ReplayWindow = 10 * time.Minute
+		o.Now = func() time.Time { return now }
+	})
+	body := []byte(forgejo15Deliveries["push"])
+	send := func(id string) int {
+		return e.send(t, delivery{body: body, headers: forgejoHeaders(secret, id, "push", body)}).Code
+	}
+	expectStatus(t, e.send(t, delivery{body: body, headers: forgejoHeaders(secret, "d-0", "push", body)}), http.StatusAccepted)
+	now = now.Add(10*time.Minute - time.Nanosecond)
+	if code := send("d-1"); code != http.StatusOK {
+		t.Errorf("just inside the window: %d, want 200 duplicate", code)
+	}
+	now = now.Add(time.Nanosecond)
+	if code := send("d-2"); code != http.StatusAccepted {
+		t.Errorf("at the window's end: %d, want 202", code)
 	}
 }
 
@@ -507,9 +570,12 @@ func TestReplayConcurrent(t *testing.T) {
 
 func TestDedupeMemoryIsBounded(t *testing.T) {
 	e := newEnv(t, func(o *webhook.Options) { o.DedupeSize = 2 })
-	body := jobPayload(t, webhook.ActionNewJobAttempt, "waiting")
+	bodies := map[string][]byte{}
 	send := func(id string) int {
-		return e.send(t, delivery{body: body, headers: forgejoHeaders(secret, id, webhook.EventWorkflowJobWaiting, body)}).Code
+		if bodies[id] == nil {
+			bodies[id] = jobPayload(t, webhook.ActionNewJobAttempt, "waiting", func(p *forgejosim.WorkflowJobPayload) { p.Job.Handle = "h-" + id })
+		}
+		return e.send(t, delivery{body: bodies[id], headers: forgejoHeaders(secret, id, webhook.EventWorkflowJobWaiting, bodies[id])}).Code
 	}
 	for _, id := range []string{"a", "b", "c"} {
 		if code := send(id); code != http.StatusAccepted {
@@ -525,12 +591,13 @@ func TestDedupeMemoryIsBounded(t *testing.T) {
 	}
 }
 
-func TestNoDeliveryIDIsNotDeduplicated(t *testing.T) {
+// Without a delivery id the body still identifies the delivery.
+func TestNoDeliveryIDIsDeduplicatedByBody(t *testing.T) {
 	e := newEnv(t)
 	body := jobPayload(t, webhook.ActionNewJobAttempt, "waiting")
 	h := map[string]string{"X-Forgejo-Event": webhook.EventWorkflowJobWaiting, "X-Forgejo-Signature": sign(secret, body)}
 	expectStatus(t, e.send(t, delivery{body: body, headers: h}), http.StatusAccepted)
-	expectStatus(t, e.send(t, delivery{body: body, headers: h}), http.StatusAccepted)
+	expectStatus(t, e.send(t, delivery{body: body, headers: h}), http.StatusOK)
 }
 
 // padded returns a signed job payload of exactly n bytes; JSON allows trailing whitespace.
@@ -593,9 +660,9 @@ func TestOutOfOrderPassedThrough(t *testing.T) {
 func TestPayloadWithoutRepository(t *testing.T) {
 	var hints []string
 	e := newEnv(t, func(o *webhook.Options) {
-		o.Secrets = webhook.SecretSourceFunc(func(_ context.Context, repo string) ([][]byte, error) {
+		o.Secrets = webhook.SecretSourceFunc(func(_ context.Context, repo string) ([]webhook.Secret, error) {
 			hints = append(hints, repo)
-			return [][]byte{[]byte(secret)}, nil
+			return []webhook.Secret{{Value: []byte(secret)}}, nil
 		})
 	})
 	body := jobPayload(t, webhook.ActionJobCompleted, "success", func(p *forgejosim.WorkflowJobPayload) { p.Repository = nil })
@@ -615,10 +682,10 @@ func TestSecretCandidatesByRepository(t *testing.T) {
 	bySource := map[string]string{"acme/app": "app-secret", "evil/x": "evil-secret"}
 	var hints []string
 	e := newEnv(t, func(o *webhook.Options) {
-		o.Secrets = webhook.SecretSourceFunc(func(_ context.Context, repo string) ([][]byte, error) {
+		o.Secrets = webhook.SecretSourceFunc(func(_ context.Context, repo string) ([]webhook.Secret, error) {
 			hints = append(hints, repo)
 			if s, ok := bySource[repo]; ok {
-				return [][]byte{[]byte(s)}, nil
+				return []webhook.Secret{{Value: []byte(s)}}, nil
 			}
 			return nil, nil
 		})
