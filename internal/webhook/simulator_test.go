@@ -1,7 +1,9 @@
 package webhook_test
 
 import (
+	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,5 +108,29 @@ func TestSimulatorDuplicateDelivery(t *testing.T) {
 	}
 	if e.obs.count(webhook.ResultDuplicate) != 1 {
 		t.Errorf("duplicates counted %d, want 1", e.obs.count(webhook.ResultDuplicate))
+	}
+}
+
+// A body Forgejo delivered, captured and sent again under a fresh delivery id (as an onlooker
+// could, or as Redeliver in the hook's settings does), is a replay.
+func TestSimulatorCapturedBodyReplayed(t *testing.T) {
+	e, sim := simEnv(t, forgejosim.WebhookFaults{}, false)
+	if _, err := sim.QueueJobs(forgejosim.QueueJobsRequest{Repo: "acme/app", RunsOn: []string{"docker"}}); err != nil {
+		t.Fatalf("queue jobs: %v", err)
+	}
+	eventually.True(t, 10*time.Second, "the push delivery", func() (bool, string) {
+		return len(e.snk.gotRepos()) == 1, "no delivery yet"
+	})
+	ds := sim.Deliveries()
+	if len(ds) != 1 {
+		t.Fatalf("deliveries %+v, want one", ds)
+	}
+	body := []byte(ds[0].Payload)
+	rec := e.send(t, delivery{body: body, headers: forgejoHeaders(secret, ds[0].ID+"-replayed", ds[0].Event, body)})
+	if rec.Code != http.StatusOK || strings.TrimSpace(rec.Body.String()) != string(webhook.ResultDuplicate) {
+		t.Errorf("replayed body: %d %q, want 200 duplicate", rec.Code, strings.TrimSpace(rec.Body.String()))
+	}
+	if n := len(e.snk.gotRepos()); n != 1 {
+		t.Errorf("sink got %d events, want 1", n)
 	}
 }
