@@ -25,6 +25,15 @@
 // minute, reconciles per second (from its metrics endpoint) and Forgejo calls per poll interval,
 // then fits a line to RSS against runners and projects it to 10,000 runners.
 //
+// The soak path, run only when -paths names it alone, keeps runs coming for -soak (single jobs,
+// pairs, build → test → deploy chains) into three repositories covered by three pools whose
+// scopes overlap: global, an organization, a repository. Polls every 2 s race push deliveries,
+// some of them sent before their run is listed, and the operator is restarted every
+// -soak-restart, by SIGKILL and SIGTERM in turn. Once everything has settled it checks the books:
+// every job ran once and succeeded, no job had two Runners, runners made == jobs ==
+// registrations made, each repository's jobs went to the narrowest pool, and nothing is left in
+// Forgejo or the cluster. It exits 1 when they do not balance.
+//
 // The figures of the paths are printed one after the other and then side by side.
 // `make bench` runs it; BENCH_ARGS passes flags.
 package main
@@ -50,13 +59,16 @@ const (
 	// pathScale keeps many pools' warm runners up and measures the operator's steady cost; it
 	// is not among the defaults, and comes last when named (its pools are left to the teardown).
 	pathScale = "scale"
+	// pathSoak keeps jobs coming through three overlapping pools for -soak while the operator
+	// restarts, then checks the books; it runs alone (its simulator races deliveries).
+	pathSoak = "soak"
 )
 
 // knownPaths are the paths in the order -paths runs them by default.
 var knownPaths = []string{pathPoll, pathWebhook, pathChain}
 
 // allPaths are every path -paths takes.
-var allPaths = append(slices.Clone(knownPaths), pathScale)
+var allPaths = append(slices.Clone(knownPaths), pathScale, pathSoak)
 
 type config struct {
 	paths      []string
@@ -70,10 +82,13 @@ type config struct {
 	pools      int
 	runners    int
 	window     time.Duration
-	timeout    time.Duration
-	jsonOut    bool
-	dir        string
-	keep       bool
+	soak       time.Duration
+	// soakRestart is how often the soak path restarts the operator.
+	soakRestart time.Duration
+	timeout     time.Duration
+	jsonOut     bool
+	dir         string
+	keep        bool
 
 	kubeconfigFlag bool
 	operatorBin    string
@@ -100,18 +115,21 @@ func parseFlags(args []string) (config, error) {
 		pathPoll+" (a burst the operator learns of only by polling), "+
 		pathWebhook+" (a burst with Forgejo 15's push delivery per run) and "+
 		pathChain+" (build → test → deploy runs tied by needs:, polling every 10m); "+
-		pathScale+" (not a default: -pools pools keeping -runners warm runners, at a quarter, half and all of them) must come last.")
+		pathScale+" (not a default: -pools pools keeping -runners warm runners, at a quarter, half and all of them) must come last; "+
+		pathSoak+" (not a default, runs alone: runs for -soak through three overlapping pools, webhooks racing polls, the operator restarted every -soak-restart, then the books checked).")
 	fs.IntVar(&cfg.jobs, "jobs", 100, "Jobs queued at once by the poll and webhook paths.")
 	fs.IntVar(&cfg.singles, "singles", 5, "After each burst, queue one job at a time this many times, each once the previous one's pod is gone (0: none).")
 	fs.IntVar(&cfg.chains, "chains", 3, "Runs of three chained jobs the chain path queues, one after the other.")
 	fs.IntVar(&cfg.pools, "pools", defaultScalePools, "RunnerPools the scale path creates at its largest size (1 global, the rest on a few organizations).")
 	fs.IntVar(&cfg.runners, "runners", defaultScaleRunners, "Warm (Idle) runners the scale path's pools keep together at its largest size.")
 	fs.DurationVar(&cfg.window, "window", time.Minute, "How long the scale path measures at each size once every runner is Idle.")
+	fs.DurationVar(&cfg.soak, "soak", 30*time.Minute, "How long the soak path queues runs.")
+	fs.DurationVar(&cfg.soakRestart, "soak-restart", 5*time.Minute, "How often the soak path restarts the operator (by SIGKILL and SIGTERM in turn).")
 	fs.DurationVar(&cfg.poll, "poll", 10*time.Second, "The operator's --poll-interval on the poll and webhook paths (at least 1s, as the operator requires); the chain path's is always "+chainPoll.String()+".")
 	fs.DurationVar(&cfg.task, "task", 100*time.Millisecond, "How long each simulated job runs.")
 	fs.IntVar(&cfg.nodes, "nodes", 2, "Fake nodes in the simulated cluster.")
 	fs.IntVar(&cfg.maxRunners, "max-runners", 0, "The pool's spec.scaling.maxRunners (default: -jobs, so no job waits for a slot).")
-	fs.DurationVar(&cfg.timeout, "timeout", 10*time.Minute, "Bound on the whole run, cluster start included.")
+	fs.DurationVar(&cfg.timeout, "timeout", 10*time.Minute, "Bound on the whole run, cluster start included (with -paths soak, the default is -soak + 15m).")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "Print the figures as JSON instead of a table.")
 	fs.StringVar(&cfg.dir, "dir", "", "Directory for the operator binary, its log and the cluster logs (default: a temporary one).")
 	fs.BoolVar(&cfg.kubeconfigFlag, "kubeconfig-flag", false, "Give the operator --kubeconfig, as make dev does, instead of $KUBECONFIG; its Kubernetes client is then limited to 5 requests/s.")
@@ -121,6 +139,8 @@ func parseFlags(args []string) (config, error) {
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
+	timeoutSet := false
+	fs.Visit(func(f *flag.Flag) { timeoutSet = timeoutSet || f.Name == "timeout" })
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
@@ -147,6 +167,21 @@ func parseFlags(args []string) (config, error) {
 		}
 		if cfg.window < 10*time.Second {
 			errs = append(errs, fmt.Errorf("-window must be at least 10s, got %s", cfg.window))
+		}
+	}
+	if slices.Contains(cfg.paths, pathSoak) {
+		if len(cfg.paths) > 1 {
+			errs = append(errs, fmt.Errorf("-paths: %s runs alone", pathSoak))
+		}
+		if cfg.soak < time.Minute {
+			errs = append(errs, fmt.Errorf("-soak must be at least 1m, got %s", cfg.soak))
+		}
+		if cfg.soakRestart < 30*time.Second {
+			errs = append(errs, fmt.Errorf("-soak-restart must be at least 30s, got %s", cfg.soakRestart))
+		}
+		if !timeoutSet {
+			// Room for the cluster, the settling and the teardown.
+			cfg.timeout = cfg.soak + soakSettle + 5*time.Minute
 		}
 	}
 	if cfg.jobs < 1 || cfg.jobs > 10000 {

@@ -24,13 +24,14 @@ import (
 )
 
 // startForgejo serves the simulator on a free loopback port behind counter.
-func startForgejo(counter *apiCounter) (*forgejosim.Server, string, func(), error) {
+// racing is the simulator's DeliveryRaceProbability.
+func startForgejo(counter *apiCounter, racing float64) (*forgejosim.Server, string, func(), error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("listen for the Forgejo simulator: %w", err)
 	}
 	url := "http://" + ln.Addr().String()
-	sim := forgejosim.New(forgejosim.Options{AdminToken: adminToken, PublicURL: url})
+	sim := forgejosim.New(forgejosim.Options{AdminToken: adminToken, PublicURL: url, DeliveryRaceProbability: racing})
 	srv := &http.Server{Handler: counter.wrap(sim), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

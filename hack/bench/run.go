@@ -85,7 +85,11 @@ func run(ctx context.Context, cfg config) (all []*results, sc *scaleResults, err
 		}
 	})
 
-	sim, forgejoURL, closeSim, err := startForgejo(e.counter)
+	racing := 0.0
+	if slices.Contains(cfg.paths, pathSoak) {
+		racing = soakRacing
+	}
+	sim, forgejoURL, closeSim, err := startForgejo(e.counter, racing)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -106,6 +110,18 @@ func run(ctx context.Context, cfg config) (all []*results, sc *scaleResults, err
 
 	for _, path := range cfg.paths {
 		var res *results
+		if path == pathSoak {
+			soak, err := e.runSoak(ctx)
+			if soak != nil {
+				if perr := printSoak(os.Stdout, soak, cfg.jsonOut); perr != nil {
+					logf("print soak figures: %v", perr)
+				}
+			}
+			if err != nil {
+				return all, sc, fmt.Errorf("%s path: %w", path, err)
+			}
+			continue
+		}
 		if path == pathScale {
 			sc, err = e.runScale(ctx)
 			if err != nil {
