@@ -1,7 +1,9 @@
 package main
 
 // What the operator may do in the cluster; `make generate` turns these markers into
-// config/rbac/role.yaml.
+// config/rbac/role.yaml. The leader election Lease is not here: its rights are a Role in the
+// operator's own namespace (config/leader-election), not cluster-wide. config/namespaced grants
+// the same rules as Roles in one namespace; test/security checks that they cover these.
 //
 // +kubebuilder:rbac:groups=forgejo.brooktrails.org,resources=runnerpools,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=forgejo.brooktrails.org,resources=runners,verbs=get;list;watch;create;update;patch;delete
@@ -18,6 +20,5 @@ package main
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
