@@ -75,11 +75,17 @@ const WebhookPath = "/webhook/forgejo"
 // CacheOptions limit the manager's cache of pods and Secrets to the operator's own: without
 // them, reading one runner Secret through the cache would cache every Secret of the cluster in
 // the operator's memory. Pools' API tokens are read uncached (see poolconn.Factory).
+//
+// The managed fields of pods, Secrets and Runners are dropped from the cache: nothing reads them,
+// and they are a large part of each object, of which there are several per runner. A pool's are
+// kept: its audit records name who changed its spec from them.
 func CacheOptions() cache.Options {
 	own := labels.SelectorFromSet(labels.Set{runnerpod.LabelManagedBy: runnerpod.ManagedBy})
+	strip := cache.TransformStripManagedFields()
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.Pod{}:    {Label: own},
-		&corev1.Secret{}: {Label: own},
+		&corev1.Pod{}:      {Label: own, Transform: strip},
+		&corev1.Secret{}:   {Label: own, Transform: strip},
+		&v1alpha1.Runner{}: {Transform: strip},
 	}}
 }
 
