@@ -406,6 +406,7 @@ type Failures struct {
 // RunnerPoolSpec is the desired state of a pool of Forgejo runners.
 // +kubebuilder:validation:XValidation:rule="self.backend != 'remote' || has(self.remote)",message="spec.remote is required when backend is remote",fieldPath=".remote"
 // +kubebuilder:validation:XValidation:rule="self.backend == 'remote' || !has(self.remote)",message="spec.remote is only used with backend: remote",fieldPath=".remote"
+// +kubebuilder:validation:XValidation:rule="self.backend == 'remote' || !self.labels.exists(l, l.matches('^[^:]+:docker(:|$)')) || (has(self.dind) && (has(self.dind.mode) ? self.dind.mode != 'None' : (has(self.dind.enabled) && self.dind.enabled)))",message="spec.labels with the docker scheme run their jobs in containers and need a Docker daemon: set spec.dind.mode to Rootless or Privileged, or give the labels the host scheme (name:host)",fieldPath=".dind"
 type RunnerPoolSpec struct {
 	// forgejo is the instance and scope the pool's runners are registered with.
 	Forgejo ForgejoConnection `json:"forgejo"`

@@ -54,7 +54,7 @@ func validPool(name string) *v1.RunnerPool {
 				Scope:          v1.ScopeGlobal,
 				TokenSecretRef: v1.SecretKeySelector{Name: "forgejo-token"},
 			},
-			Labels: []string{"docker:docker://node:22-bookworm"},
+			Labels: []string{"docker:host"},
 		},
 	}
 }
@@ -258,8 +258,42 @@ func TestValidLabelsAreAccepted(t *testing.T) {
 	}
 	pool := validPool("valid-labels")
 	pool.Spec.Labels = labels
+	pool.Spec.DinD.Mode = v1.DinDRootless
 	if err := apiServer.Client.Create(t.Context(), pool); err != nil {
 		t.Fatalf("valid labels rejected: %v", err)
+	}
+}
+
+// A label with the docker scheme runs its jobs in containers: on the kubernetes backend the pool
+// must have a Docker daemon, or every such job would fail in the runner.
+func TestDockerLabelsNeedADockerDaemon(t *testing.T) {
+	docker := []string{"build:docker://node:22-bookworm", "plain:docker"}
+	for _, labels := range [][]string{docker, {"linux:host", "build:docker://node:22"}} {
+		pool := validPool("no-daemon")
+		pool.Spec.Labels = labels
+		err := apiServer.Client.Create(t.Context(), pool)
+		if err == nil || !strings.Contains(err.Error(), "need a Docker daemon: set spec.dind.mode to Rootless or Privileged") {
+			t.Fatalf("docker labels %v without a daemon: %v", labels, err)
+		}
+	}
+	for name, mutate := range map[string]func(*v1.RunnerPool){
+		"rootless":   func(p *v1.RunnerPool) { p.Spec.DinD.Mode = v1.DinDRootless },
+		"privileged": func(p *v1.RunnerPool) { p.Spec.DinD.Mode = v1.DinDPrivileged },
+		"enabled":    func(p *v1.RunnerPool) { p.Spec.DinD.Enabled = ptr.To(true) },
+		"host":       func(p *v1.RunnerPool) { p.Spec.Labels = []string{"linux:host", "docker:host", "plain"} },
+	} {
+		pool := validPool("daemon-" + name)
+		pool.Spec.Labels = docker
+		mutate(pool)
+		if err := apiServer.Client.Create(t.Context(), pool); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	off := validPool("daemon-off")
+	off.Spec.Labels = docker
+	off.Spec.DinD.Enabled = ptr.To(false)
+	if err := apiServer.Client.Create(t.Context(), off); err == nil {
+		t.Error("docker labels with the daemon turned off were accepted")
 	}
 }
 

@@ -332,7 +332,7 @@ func createScalePool(ctx context.Context, c client.Client, i int, org, secret, f
 		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("scale-%03d", i), Namespace: scaleNamespace},
 		Spec: v1alpha1.RunnerPoolSpec{
 			Forgejo: conn,
-			Labels:  []string{"docker:docker://node:22-bookworm"},
+			Labels:  []string{"docker:host"},
 			Scaling: v1alpha1.Scaling{MinIdle: int32(minIdle), MaxRunners: int32(max(minIdle, 1))},
 			History: v1alpha1.History{Limit: ptr.To[int32](10)},
 		},

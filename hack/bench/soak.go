@@ -145,7 +145,7 @@ func (e *env) runSoak(ctx context.Context) (*soakResults, error) {
 				Forgejo: v1alpha1.ForgejoConnection{URL: e.forgejoURL, Scope: p.scope, Organization: p.org, Repository: p.repo,
 					TokenSecretRef:   v1alpha1.SecretKeySelector{Name: secret.Name},
 					WebhookSecretRef: &v1alpha1.SecretKeySelector{Name: secret.Name, Key: "webhook"}},
-				Labels:  []string{"docker:docker://node:22-bookworm"},
+				Labels:  []string{"docker:host"},
 				Scaling: v1alpha1.Scaling{MaxRunners: soakMaxRunners},
 				History: v1alpha1.History{Limit: ptr.To[int32](20)},
 			},

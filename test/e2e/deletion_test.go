@@ -54,7 +54,7 @@ func TestNamespaceDeletionWithLiveRunnersCompletes(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "dind", Namespace: ns.Name},
 		Spec: v1alpha1.RunnerPoolSpec{
 			Forgejo: v1alpha1.ForgejoConnection{URL: w.url, Scope: v1alpha1.ScopeGlobal, TokenSecretRef: v1alpha1.SecretKeySelector{Name: secret.Name}},
-			Labels:  []string{"docker:docker://node:22-bookworm"},
+			Labels:  []string{"docker:host"},
 			Scaling: v1alpha1.Scaling{MinIdle: 1, MaxRunners: 5},
 		},
 	}

@@ -30,7 +30,7 @@ func (w *world) repositoryPool(t *testing.T, name, repository, token string) {
 				URL: w.url, Scope: v1alpha1.ScopeRepository, Repository: repository,
 				TokenSecretRef: v1alpha1.SecretKeySelector{Name: secret.Name},
 			},
-			Labels: []string{"docker:docker://node:22-bookworm"},
+			Labels: []string{"docker:host"},
 		},
 	}
 	if err := w.cluster.Client.Create(t.Context(), pool); err != nil {

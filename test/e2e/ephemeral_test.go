@@ -231,7 +231,7 @@ func (w *world) createPool(t *testing.T, name string, mutate func(*v1alpha1.Runn
 				URL: w.url, Scope: v1alpha1.ScopeGlobal,
 				TokenSecretRef: v1alpha1.SecretKeySelector{Name: secret.Name},
 			},
-			Labels: []string{"docker:docker://node:22-bookworm"},
+			Labels: []string{"docker:host"},
 		},
 	}
 	if mutate != nil {

@@ -24,7 +24,7 @@ func pool(namespace, name string, mutate ...func(*v1alpha1.RunnerPool)) *v1alpha
 		Spec: v1alpha1.RunnerPoolSpec{
 			Forgejo: v1alpha1.ForgejoConnection{URL: "https://forgejo.example.com", Scope: v1alpha1.ScopeGlobal,
 				TokenSecretRef: v1alpha1.SecretKeySelector{Name: "token"}},
-			Labels: []string{"docker:docker://node:22-bookworm"},
+			Labels: []string{"docker:host"},
 		},
 	}
 	for _, m := range mutate {
