@@ -86,6 +86,8 @@ type RunJobSpec struct {
 	RunsOn []string `json:"runs_on"`
 	// Needs names other jobs of the same run that must succeed before this one is waiting.
 	Needs []string `json:"needs,omitempty"`
+	// EnableOpenIDConnect is the job's enable-openid-connect; set, it wins over the workflow's.
+	EnableOpenIDConnect *bool `json:"enable_openid_connect,omitempty"`
 }
 
 // QueueRunRequest asks for one workflow run with several jobs, as one push that triggers one
@@ -105,6 +107,9 @@ type QueueRunRequest struct {
 	Workflow string `json:"workflow,omitempty"`
 	// EmptyHandle simulates jobs created before an upgrade to Forgejo 15, which have no handle.
 	EmptyHandle bool `json:"empty_handle,omitempty"`
+	// EnableOpenIDConnect is the workflow's enable-openid-connect: its jobs' tasks may request
+	// an ID token (oidc.go).
+	EnableOpenIDConnect bool `json:"enable_openid_connect,omitempty"`
 }
 
 // QueueJobs creates Count runs of one job each, as Count pushes would; each run sends a push
@@ -228,6 +233,7 @@ func (s *Server) queueRunLocked(req QueueRunRequest) (*run, error) {
 		j := &job{
 			id: s.nextIDLocked("job"), run: r, key: js.Name, attempt: 1, repo: repo, name: js.Name,
 			needs: nonNil(js.Needs), runsOn: nonNil(js.RunsOn), status: JobWaiting, created: now, updated: now,
+			openIDConnect: openIDConnectFor(req.EnableOpenIDConnect, js.EnableOpenIDConnect),
 		}
 		if len(j.needs) > 0 {
 			j.status = JobBlocked
@@ -495,7 +501,7 @@ func (s *Server) taskProtoLocked(t *task, j *job, token string) *runnerv1.Task {
 	base := s.baseURLLocked()
 	workflow := fmt.Sprintf("name: simulated\non: push\njobs:\n  %s:\n    name: %s\n    runs-on: [%s]\n    steps:\n      - run: echo simulated job %d\n",
 		j.key, j.name, strings.Join(j.runsOn, ", "), j.id)
-	ctx, err := structpb.NewStruct(map[string]any{
+	fields := map[string]any{
 		"token":              token,
 		"server_url":         base,
 		"api_url":            base + "/api/v1",
@@ -511,9 +517,11 @@ func (s *Server) taskProtoLocked(t *task, j *job, token string) *runnerv1.Task {
 		"workflow":           j.run.workflowID,
 		"actor":              j.run.trigger.name,
 		"forgejo_job_handle": j.handle,
-	})
+	}
+	s.addActionsTokensLocked(fields, t, j)
+	ctx, err := structpb.NewStruct(fields)
 	if err != nil {
-		// Only non-JSON values fail here, and all of the above are strings.
+		// Only non-JSON values fail here, and all of the above are strings or booleans.
 		panic(fmt.Sprintf("build task context: %v", err))
 	}
 	needs := map[string]*runnerv1.TaskNeed{}
@@ -524,7 +532,7 @@ func (s *Server) taskProtoLocked(t *task, j *job, token string) *runnerv1.Task {
 	}
 	return &runnerv1.Task{
 		Id:              t.id,
-		WorkflowPayload: []byte(workflow),
+		WorkflowPayload: []byte(workflowWithOpenIDConnect(workflow, j.openIDConnect)),
 		Context:         ctx,
 		Secrets:         map[string]string{"FORGEJO_TOKEN": token, "GITHUB_TOKEN": token, "GITEA_TOKEN": token},
 		Needs:           needs,

@@ -100,6 +100,8 @@ type job struct {
 	updated time.Time // Forgejo picks waiting jobs by updated, then id (models/actions/task.go)
 	started time.Time
 	stopped time.Time
+	// openIDConnect is the job's evaluated enable-openid-connect (oidc.go).
+	openIDConnect bool
 }
 
 func (j *job) runID() int64 { return j.run.id }

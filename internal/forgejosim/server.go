@@ -95,6 +95,8 @@ type Server struct {
 	// regTokens are the deprecated registration tokens, one per scope.
 	regTokens   map[scopeKey]string
 	seenBaseURL string // the instance URL of the last request, for payloads
+	// oidc holds the Actions token secrets (oidc.go); it has its own locking.
+	oidc oidcState
 
 	mux *http.ServeMux
 
@@ -168,6 +170,7 @@ func New(opts Options) *Server {
 	s.mux = http.NewServeMux()
 	s.routeAPI()
 	s.routeRunnerProtocol()
+	s.routeOIDC()
 	s.routeControl()
 	return s
 }
