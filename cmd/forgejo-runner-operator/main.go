@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -29,6 +30,7 @@ import (
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/operator"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/version"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/webhook"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/webhookforward"
 )
 
 const binaryName = "forgejo-runner-operator"
@@ -61,6 +63,7 @@ type options struct {
 	identity             string
 	deregisterDeadline   time.Duration
 	allowPrivilegedDinD  bool
+	advertiseAddress     string
 }
 
 func (o *options) bind(fs *flag.FlagSet) {
@@ -89,6 +92,7 @@ func (o *options) bind(fs *flag.FlagSet) {
 	fs.IntVar(&o.eventLogMaxFiles, "event-log-max-files", 5, "How many rotated event log files are kept.")
 	fs.StringVar(&o.auditLogPath, "audit-log-path", "", "Append the tamper-evident audit log to this JSON-lines file (its directory must exist); check it with `"+binaryName+" audit verify FILE`. Empty: no audit log.")
 	fs.BoolVar(&o.allowPrivilegedDinD, "allow-privileged-dind", false, "Let RunnerPools in every namespace run spec.dind.mode Privileged (a root Docker daemon in a privileged container, which any job can use to become root on its node). Without it, only namespaces labelled "+forgejov1alpha1.AllowPrivilegedDinDLabel+"=true may.")
+	fs.StringVar(&o.advertiseAddress, "advertise-address", os.Getenv("POD_IP"), "IP other replicas reach this one's webhook receiver at (default $POD_IP): it goes into the leader election Lease, so that a replica that does not lead can forward the webhook deliveries it receives to the leader.")
 	fs.StringVar(&o.identity, "operator-identity", "", "How the audit log names the operator (default: its Kubernetes user, from a SelfSubjectReview, and its host name).")
 }
 
@@ -232,6 +236,27 @@ func start(opts options) error {
 		// The process exits when it loses the lease, so a new leader need not wait for it.
 		LeaderElectionReleaseOnCancel: true,
 	}
+	// Every replica serves webhooks and is ready whether or not it leads; the leader election
+	// identity carries the replica's address so that the others can forward deliveries to it.
+	var lease types.NamespacedName
+	var identity string
+	if opts.leaderElect {
+		ns, err := webhookforward.LeaseNamespace(opts.leaderElectionNS)
+		if err != nil {
+			return fmt.Errorf("leader election: %w", err)
+		}
+		lease = types.NamespacedName{Namespace: ns, Name: opts.leaderElectionID}
+		host, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("leader election identity: %w", err)
+		}
+		identity = webhookforward.Identity(host, webhookforward.AdvertisedAddress(opts.advertiseAddress, opts.webhookAddr))
+		lock, err := webhookforward.NewLeaseLock(cfg, lease, identity, opts.renewDeadline)
+		if err != nil {
+			return err
+		}
+		mgrOpts.LeaderElectionResourceLockInterface = lock
+	}
 	if opts.watchNamespace != "" {
 		mgrOpts.Cache.DefaultNamespaces = map[string]cache.Config{opts.watchNamespace: {}}
 	}
@@ -248,6 +273,8 @@ func start(opts options) error {
 
 		DeregisterDeadline:  opts.deregisterDeadline,
 		AllowPrivilegedDinD: opts.allowPrivilegedDinD,
+		LeaderLease:         lease,
+		LeaderIdentity:      identity,
 	}
 	if opts.webhookAddr != "0" && opts.webhookAddr != "" {
 		setup.WebhookAddr = opts.webhookAddr

@@ -5,7 +5,6 @@ package operator
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -35,6 +34,7 @@ import (
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/poolconn"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/runnerpod"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/webhook"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/webhookforward"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/webhookpools"
 )
 
@@ -67,6 +67,12 @@ type Options struct {
 	// AllowPrivilegedDinD lets pools in every namespace run Privileged DinD; without it only
 	// namespaces labelled v1alpha1.AllowPrivilegedDinDLabel=true may.
 	AllowPrivilegedDinD bool
+	// LeaderLease and LeaderIdentity, set when replicas elect a leader, let a replica that does
+	// not lead forward the deliveries it verifies to the leader (see webhookforward): every
+	// replica is ready and receives webhooks. LeaderIdentity is this replica's identity in
+	// the Lease (webhookforward.Identity).
+	LeaderLease    types.NamespacedName
+	LeaderIdentity string
 }
 
 // WebhookPath is the path Forgejo's Actions job webhooks are to be sent to.
@@ -166,20 +172,34 @@ func Setup(mgr ctrl.Manager, opts Options) error {
 	return nil
 }
 
-// setupWebhook serves the webhook receiver on the leader, where the jobs watcher runs. A
-// replica that is not the leader reports not ready, so a Service sends deliveries to the leader
-// only; a delivery lost in a leader change is repaired by the next poll.
+// setupWebhook serves the webhook receiver on every replica, so that readiness does not depend
+// on leadership and a rolling update of two replicas finishes. Only the leader's jobs watcher
+// polls, so a replica that does not lead sends each delivery it verified on to the leader
+// (webhookforward explains why this design); one it cannot forward is repaired by the next poll.
 func setupWebhook(mgr ctrl.Manager, opts Options, watcher *jobwatch.Watcher) error {
 	observer, err := webhook.NewPrometheusObserver(metrics.Registry)
 	if err != nil {
 		return fmt.Errorf("register webhook metrics: %w", err)
 	}
 	log := ctrl.Log.WithName("webhook")
+	var sink webhook.EventSink = &webhookpools.Sink{Pools: mgr.GetClient(), Watcher: watcher, Log: log}
+	var forwarder *webhookforward.Forwarder
+	if opts.LeaderLease.Name != "" {
+		results, err := webhookforward.NewResultsCounter(metrics.Registry)
+		if err != nil {
+			return err
+		}
+		forwarder = &webhookforward.Forwarder{
+			Local: sink, Elected: mgr.Elected(), Leases: mgr.GetAPIReader(), Lease: opts.LeaderLease,
+			Self: opts.LeaderIdentity, Path: WebhookPath, Log: log.WithName("forward"), Results: results,
+		}
+		sink = forwarder
+	}
 	handler, err := webhook.New(webhook.Options{
 		Secrets: &webhookpools.Secrets{
 			Pools: mgr.GetClient(), SecretReader: mgr.GetAPIReader(), Shared: opts.WebhookSharedSecret, Log: log,
 		},
-		Sink:     &webhookpools.Sink{Pools: mgr.GetClient(), Watcher: watcher, Log: log},
+		Sink:     sink,
 		Observer: observer,
 		Log:      log,
 	})
@@ -187,9 +207,13 @@ func setupWebhook(mgr ctrl.Manager, opts Options, watcher *jobwatch.Watcher) err
 		return fmt.Errorf("build webhook receiver: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle(WebhookPath, handler)
+	if forwarder != nil {
+		mux.Handle(WebhookPath, forwarder.Wrap(handler))
+	} else {
+		mux.Handle(WebhookPath, handler)
+	}
 	server := webhook.NewServer(opts.WebhookAddr, mux, webhook.ServerLimits{})
-	if err := mgr.Add(leaderOnly(func(ctx context.Context) error {
+	if err := mgr.Add(everyReplica(func(ctx context.Context) error {
 		errc := make(chan error, 1)
 		go func() { errc <- server.ListenAndServe() }()
 		select {
@@ -203,14 +227,7 @@ func setupWebhook(mgr ctrl.Manager, opts Options, watcher *jobwatch.Watcher) err
 	})); err != nil {
 		return fmt.Errorf("add webhook receiver: %w", err)
 	}
-	return mgr.AddReadyzCheck("webhook-leader", func(*http.Request) error {
-		select {
-		case <-mgr.Elected():
-			return nil
-		default:
-			return errors.New("not the leader: webhooks are received by the leader")
-		}
-	})
+	return nil
 }
 
 // Identity is who the operator is to the API server, as a SelfSubjectReview tells it, and on
@@ -253,7 +270,8 @@ func heldJobs(c client.Reader) jobwatch.HeldSource {
 	}
 }
 
-type leaderOnly func(ctx context.Context) error
+// everyReplica is a runnable that runs whether or not its replica leads.
+type everyReplica func(ctx context.Context) error
 
-func (f leaderOnly) Start(ctx context.Context) error { return f(ctx) }
-func (f leaderOnly) NeedLeaderElection() bool        { return true }
+func (f everyReplica) Start(ctx context.Context) error { return f(ctx) }
+func (f everyReplica) NeedLeaderElection() bool        { return false }
