@@ -69,6 +69,23 @@ bench: ## Time a burst of jobs through the operator and print figures (flags: BE
 build: ## Build the operator binary into bin/.
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/forgejo-runner-operator ./cmd/forgejo-runner-operator
 
+# Images are assembled without a container engine by hack/images (docs/images.md): one per
+# binary under cmd/, so the provisioner gets its image once cmd/forgejo-runner-provisioner exists.
+IMAGE_BINARIES ?= $(notdir $(wildcard cmd/forgejo-runner-*))
+IMAGE_PLATFORMS ?= linux/amd64,linux/arm64
+IMAGE_REPO ?=
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+
+.PHONY: images
+images: ## Build the images (linux/amd64, linux/arm64) as OCI layouts and tarballs in bin/images/, no engine needed.
+	$(GO) run ./hack/images build -binaries "$(IMAGE_BINARIES)" -platforms "$(IMAGE_PLATFORMS)" \
+		-version "$(VERSION)" -commit "$(COMMIT)" -source-date-epoch "$(SOURCE_DATE_EPOCH)" -out $(BIN)/images
+
+.PHONY: push
+push: images ## Push the images and their SBOMs: make push IMAGE_REPO=registry.example.com/brooktrails.
+	@[ -n "$(IMAGE_REPO)" ] || { echo "push: set IMAGE_REPO, e.g. make push IMAGE_REPO=registry.example.com/brooktrails" >&2; exit 1; }
+	$(GO) run ./hack/images push -repo "$(IMAGE_REPO)" -binaries "$(IMAGE_BINARIES)" -out $(BIN)/images
+
 .PHONY: install
 install: ## Install the CRDs into the cluster kubectl points at.
 	kubectl apply --server-side -f config/crd/bases
