@@ -114,8 +114,6 @@ type Watcher struct {
 	pools   map[types.NamespacedName]registration
 	pollers map[Connection]*poller
 	trigger TriggerOptions
-	// repoNames are repositories' names by id, as webhooks named them.
-	repoNames map[int64]string
 
 	// The dispatcher's state (dispatch.go): who holds which job, and the assignments computed
 	// from the pollers' last lists, valid while version is unchanged.
@@ -148,12 +146,16 @@ type poller struct {
 	// coverage is what the connection's scope covers, in the ids jobs carry.
 	coverage coverage
 	// Last poll's result.
-	jobs     map[string]Job       // by handle; jobs without a handle are left out
-	gone     map[string]time.Time // handles that left the list, and when
-	done     map[string]time.Time // handles a pool saw run to the end, and when
-	results  map[string]string    // final job statuses webhooks reported, by handle
-	polledAt time.Time
-	err      error
+	jobs    map[string]Job       // by handle; jobs without a handle are left out
+	gone    map[string]time.Time // handles that left the list, and when
+	done    map[string]time.Time // handles a pool saw run to the end, and when
+	results map[string]string    // final job statuses webhooks reported, by handle
+	// repoNames are repositories' names by id, as verified webhooks that asked this
+	// connection to poll named them: kept per connection, so that a name a pool owner's secret
+	// vouches for labels only the jobs of that owner's connections.
+	repoNames map[int64]string
+	polledAt  time.Time
+	err       error
 }
 
 // New returns a Watcher listing every connection each interval.
@@ -456,7 +458,7 @@ func (w *Watcher) pollOnce(ctx context.Context, conn Connection, p *poller, log 
 			continue
 		}
 		job := Job{ID: j.ID, Attempt: j.Attempt, Handle: j.Handle, RunsOn: j.RunsOn, Status: j.Status, TaskID: j.TaskID, SeenAt: now,
-			RepoID: j.RepoID, Repository: w.repoNames[j.RepoID], OwnerID: j.OwnerID, Via: via}
+			RepoID: j.RepoID, Repository: p.repoNames[j.RepoID], OwnerID: j.OwnerID, Via: via}
 		if p.learnCoverageLocked(job) {
 			learnt = true
 		}
@@ -601,13 +603,11 @@ func (w *Watcher) Offer(url, repository string, job Job) bool {
 	now := w.now()
 	changed := map[Connection]bool{}
 	w.mu.Lock()
-	if job.RepoID != 0 && repository != "" {
-		w.rememberRepositoryLocked(job.RepoID, repository)
-	}
 	for conn, p := range w.pollers {
 		if conn.URL != url || !conn.Covers(repository) {
 			continue
 		}
+		p.rememberRepository(job.RepoID, repository)
 		if p.jobs == nil {
 			p.jobs = map[string]Job{}
 		}

@@ -79,14 +79,12 @@ func (w *Watcher) Trigger(url string, repo RepositoryRef, cause string) int {
 	url = strings.TrimSuffix(url, "/")
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if repo.ID != 0 && repo.FullName != "" {
-		w.rememberRepositoryLocked(repo.ID, repo.FullName)
-	}
 	asked := 0
 	for conn, p := range w.pollers {
 		if conn.URL != url || !p.covers(conn, repo) {
 			continue
 		}
+		p.rememberRepository(repo.ID, repo.FullName)
 		w.wantLocked(p, cause, w.trigger.FollowUps)
 		asked++
 	}
@@ -183,14 +181,17 @@ func (p *poller) covers(conn Connection, repo RepositoryRef) bool {
 	return conn.Covers(repo.FullName)
 }
 
-// maxRepositoryNames bounds the repository names remembered from webhooks.
+// maxRepositoryNames bounds the repository names a connection remembers from webhooks.
 const maxRepositoryNames = 10000
 
-// rememberRepositoryLocked keeps a repository's name by id, so jobs that polls list (which carry
-// only repo_id) can be named in records.
-func (w *Watcher) rememberRepositoryLocked(id int64, fullName string) {
-	if w.repoNames == nil || len(w.repoNames) >= maxRepositoryNames {
-		w.repoNames = map[int64]string{}
+// rememberRepository keeps a repository's name by id, so jobs that polls list (which carry only
+// repo_id) can be named in records. The caller holds the watcher's lock.
+func (p *poller) rememberRepository(id int64, fullName string) {
+	if id == 0 || fullName == "" {
+		return
 	}
-	w.repoNames[id] = fullName
+	if p.repoNames == nil || len(p.repoNames) >= maxRepositoryNames {
+		p.repoNames = map[int64]string{}
+	}
+	p.repoNames[id] = fullName
 }

@@ -6,10 +6,11 @@
 // A pool's secret is its owner's: whoever may write the pool's Secret may sign deliveries with
 // it. So it is tried only for deliveries about a repository the pool's scope covers, and a
 // delivery it verifies reaches only the pools that hold that same secret: their connections are
-// asked to poll, where they cover the repository. Even a job event (workflow_job, from newer
-// servers) only asks them to poll: what its payload says about the job (ids, handle, labels)
-// comes from the secret's holder and is not fed to the dispatcher, which would hand the job to
-// whichever pool of the instance covers the ids it claims.
+// asked to poll, where they cover the repository. A job event (workflow_job, from newer
+// servers) never adds a job: what its payload says about the job (ids, handle, labels) comes
+// from the secret's holder, and the dispatcher would hand such a job to whichever pool of the
+// instance covers the ids it claims. It asks for a poll, and moves on only a job those pools'
+// connections already list (it started, or ended and how, for the records).
 //
 // The operator-wide secret (--webhook-secret-file) is the administrator's: a delivery it
 // verifies acts as before on every pool covering the repository, and a job event is offered
@@ -205,6 +206,7 @@ type Watcher interface {
 	Trigger(url string, repo jobwatch.RepositoryRef, cause string) int
 	TriggerPools(pools []types.NamespacedName, repo jobwatch.RepositoryRef, cause string) int
 	Offer(url, repository string, job jobwatch.Job) bool
+	OfferPools(pools []types.NamespacedName, job jobwatch.Job) bool
 }
 
 var _ Watcher = (*jobwatch.Watcher)(nil)
@@ -271,8 +273,9 @@ func (s *Sink) HandleRepositoryEvent(ctx context.Context, ev webhook.RepositoryE
 
 // HandleJobEvent offers, under the operator-wide secret, the event's job to the watcher of every
 // Forgejo instance a pool that can see the repository points at; the watcher ignores what it
-// already knows, so repeats and late events cost nothing. Under a pool's secret it only asks the
-// connections of the pools holding it to poll (see the package comment).
+// already knows, so repeats and late events cost nothing. Under a pool's secret it asks the
+// connections of the pools holding it to poll, and moves on only jobs they already list (see
+// the package comment).
 func (s *Sink) HandleJobEvent(ctx context.Context, ev webhook.JobEvent) {
 	g, err := grant(ev.Grant)
 	if err != nil {
@@ -280,11 +283,17 @@ func (s *Sink) HandleJobEvent(ctx context.Context, ev webhook.JobEvent) {
 		return
 	}
 	status := strings.TrimPrefix(ev.Event, "workflow_job_")
+	job := jobwatch.Job{ID: ev.Job.ID, Attempt: ev.Job.Attempt, Handle: ev.Job.Handle, RunsOn: ev.Job.RunsOn, Status: status, TaskID: ev.Job.TaskID,
+		RepoID: ev.Job.RepoID, OwnerID: ev.Job.OwnerID, Repository: ev.Repository, Via: "webhook delivery " + webhook.SafeID(ev.DeliveryID)}
 	if !g.OperatorWide {
 		// Any status is a cue, as a repository event is: a job that ended may have released
-		// the jobs that needed it.
+		// the jobs that needed it. A job the pools' connections already list may move on (it
+		// runs, it ended and how), but a job is added by their polls only.
 		cause := "poll after webhook delivery " + webhook.SafeID(ev.DeliveryID) + " (" + ev.Event + ")"
 		s.triggerGranted(g, jobwatch.RepositoryRef{FullName: ev.Repository, ID: ev.Job.RepoID, OwnerID: ev.Job.OwnerID}, cause, ev.DeliveryID)
+		if status != "waiting" && s.Watcher.OfferPools(g.Pools, job) {
+			s.Log.V(1).Info("webhook job event taken for its pools' listed job", "delivery", webhook.SafeID(ev.DeliveryID), "job", job.ID, "status", status)
+		}
 		return
 	}
 	if ev.Job.Handle == "" || status == "blocked" {
@@ -295,8 +304,6 @@ func (s *Sink) HandleJobEvent(ctx context.Context, ev webhook.JobEvent) {
 		s.Log.Error(err, "list pools for a webhook", "delivery", webhook.SafeID(ev.DeliveryID))
 		return
 	}
-	job := jobwatch.Job{ID: ev.Job.ID, Attempt: ev.Job.Attempt, Handle: ev.Job.Handle, RunsOn: ev.Job.RunsOn, Status: status, TaskID: ev.Job.TaskID,
-		RepoID: ev.Job.RepoID, OwnerID: ev.Job.OwnerID, Repository: ev.Repository, Via: "webhook delivery " + webhook.SafeID(ev.DeliveryID)}
 	offered := map[string]bool{}
 	for i := range pools.Items {
 		url := strings.TrimSuffix(pools.Items[i].Spec.Forgejo.URL, "/")

@@ -307,6 +307,12 @@ func (r *recordingWatcher) Offer(url, repository string, job jobwatch.Job) bool 
 	return ok
 }
 
+func (r *recordingWatcher) OfferPools(pools []types.NamespacedName, job jobwatch.Job) bool {
+	ok := r.w.OfferPools(pools, job)
+	r.record(call{method: "OfferPools", pools: slices.Clone(pools), job: job.Handle})
+	return ok
+}
+
 func (r *recordingWatcher) record(c call) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
