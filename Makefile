@@ -27,6 +27,18 @@ generate: $(CONTROLLER_GEN) ## Regenerate deepcopy code, CRDs and RBAC from the 
 	$(CONTROLLER_GEN) crd rbac:roleName=manager-role paths=./... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	@if [ -x hack/generate-proto.sh ]; then hack/generate-proto.sh; fi
+	$(MAKE) --no-print-directory chart-files
+
+CHART := charts/forgejo-runner-operator
+.PHONY: chart-files
+chart-files: ## Copy into the Helm chart what it shares with config/ (test/install fails when they differ).
+	cp config/crd/bases/*.yaml $(CHART)/crds/
+	cp config/rbac/role.yaml $(CHART)/files/manager-role.yaml
+	cp config/namespaced/role.yaml $(CHART)/files/namespaced-role.yaml
+	cp config/prometheus/alerts.yaml $(CHART)/files/alerts.yaml
+	cp config/grafana/forgejo-runner-operator.json $(CHART)/files/dashboard.json
+	cp config/policy/runnerpool-escalation-policy.yaml config/policy/runnerpool-escalation-binding.yaml $(CHART)/files/
+	cp config/samples/runner-egress-networkpolicy.yaml $(CHART)/files/
 
 .PHONY: fmt
 fmt: ## Format the Go code.
