@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 generated() {
   git ls-files --cached --others --exclude-standard -- \
-    'api/**/zz_generated*.go' 'config/crd/**' 'config/rbac/role.yaml' 'internal/runnerpb/**' \
+    'api/**/zz_generated*.go' 'config/crd/**' 'config/rbac/role.yaml' 'internal/runnerpb/**' 'internal/provisionerpb/**' \
     | sort | xargs -r sha256sum
 }
 

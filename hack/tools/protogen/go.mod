@@ -11,7 +11,12 @@ require (
 	google.golang.org/protobuf v1.36.12
 )
 
-require golang.org/x/sync v0.8.0 // indirect
+require (
+	golang.org/x/sync v0.8.0 // indirect
+	google.golang.org/grpc/cmd/protoc-gen-go-grpc v1.6.2 // indirect
+)
 
 // Same as the root module: v0.6.0 declares gitea.dev/actions-proto-go but is served under its old path.
 replace gitea.dev/actions-proto-go => code.gitea.io/actions-proto-go v0.6.0
+
+tool google.golang.org/grpc/cmd/protoc-gen-go-grpc

@@ -8,15 +8,23 @@
 // and feeds protocompile's result to protoc-gen-go's own generator (internal_gengo, importable
 // despite its name).
 //
+// Files that declare services also get their gRPC code from protoc-gen-go-grpc, pinned as a tool
+// of this module: its generator is a main package, not importable, so hack/generate-proto.sh builds
+// it and this program speaks the plugin protocol to it (a CodeGeneratorRequest on stdin, the
+// response on stdout), exactly as protoc would. It writes nothing for files without services, so
+// their output does not depend on it.
+//
 // hack/generate-proto.sh runs it (with go run -C hack/tools/protogen) for every .proto under proto/.
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 
 	runnerv1 "gitea.dev/actions-proto-go/runner/v1"
@@ -38,18 +46,19 @@ func main() {
 	protoPath := flag.String("proto_path", "proto", "directory the .proto files are relative to")
 	out := flag.String("out", ".", "directory the Go files are written under (the module root)")
 	module := flag.String("module", "", "Go module path stripped from output file names (protoc-gen-go's module= option)")
+	grpcPlugin := flag.String("go-grpc-plugin", "", "protoc-gen-go-grpc executable; when empty, files declaring services are refused")
 	flag.Parse()
 	if flag.NArg() == 0 || *module == "" {
 		fmt.Fprintln(os.Stderr, "usage: protogen -module M [-proto_path DIR] [-out DIR] FILE.proto...")
 		os.Exit(2)
 	}
-	if err := generate(*protoPath, *out, *module, flag.Args()); err != nil {
+	if err := generate(*protoPath, *out, *module, *grpcPlugin, flag.Args()); err != nil {
 		fmt.Fprintln(os.Stderr, "protogen:", err)
 		os.Exit(1)
 	}
 }
 
-func generate(protoPath, outDir, module string, files []string) error {
+func generate(protoPath, outDir, module, grpcPlugin string, files []string) error {
 	gitea := runnerv1.File_runner_v1_messages_proto
 	compiler := protocompile.Compiler{
 		Resolver: protocompile.WithStandardImports(protocompile.CompositeResolver{
@@ -90,7 +99,18 @@ func generate(protoPath, outDir, module string, files []string) error {
 	if resp.Error != nil {
 		return errors.New(resp.GetError())
 	}
-	for _, f := range resp.File {
+	outFiles := resp.File
+	if declaresServices(req) {
+		if grpcPlugin == "" {
+			return errors.New("a file declares a service but no -go-grpc-plugin was given")
+		}
+		grpcFiles, err := runPlugin(grpcPlugin, req)
+		if err != nil {
+			return err
+		}
+		outFiles = append(outFiles, grpcFiles...)
+	}
+	for _, f := range outFiles {
 		path := filepath.Join(outDir, filepath.FromSlash(f.GetName()))
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return fmt.Errorf("create directory for %s: %w", path, err)
@@ -129,4 +149,38 @@ func isToGenerate(req *pluginpb.CodeGeneratorRequest, path string) bool {
 		}
 	}
 	return false
+}
+
+// declaresServices tells whether a file to generate declares a service.
+func declaresServices(req *pluginpb.CodeGeneratorRequest) bool {
+	for _, f := range req.ProtoFile {
+		if isToGenerate(req, f.GetName()) && len(f.GetService()) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// runPlugin runs a protoc plugin executable on req and returns the files it made.
+func runPlugin(path string, req *pluginpb.CodeGeneratorRequest) ([]*pluginpb.CodeGeneratorResponse_File, error) {
+	in, err := proto.Marshal(req)
+	if err != nil {
+		return nil, fmt.Errorf("encode request for %s: %w", path, err)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(path)
+	cmd.Stdin = bytes.NewReader(in)
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("run %s: %w: %s", path, err, stderr.String())
+	}
+	var resp pluginpb.CodeGeneratorResponse
+	if err := proto.Unmarshal(stdout.Bytes(), &resp); err != nil {
+		return nil, fmt.Errorf("decode response of %s: %w", path, err)
+	}
+	if resp.Error != nil {
+		return nil, fmt.Errorf("%s: %s", path, resp.GetError())
+	}
+	return resp.File, nil
 }
