@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"flag"
 	"fmt"
@@ -26,6 +27,7 @@ import (
 
 	forgejov1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/controller/runner"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/errreport"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jsonlog"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/operator"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/version"
@@ -63,6 +65,8 @@ type options struct {
 	identity             string
 	deregisterDeadline   time.Duration
 	allowPrivilegedDinD  bool
+	sentryDSN            string
+	sentryEnvironment    string
 	advertiseAddress     string
 }
 
@@ -94,6 +98,8 @@ func (o *options) bind(fs *flag.FlagSet) {
 	fs.BoolVar(&o.allowPrivilegedDinD, "allow-privileged-dind", false, "Let RunnerPools in every namespace run spec.dind.mode Privileged (a root Docker daemon in a privileged container, which any job can use to become root on its node). Without it, only namespaces labelled "+forgejov1alpha1.AllowPrivilegedDinDLabel+"=true may.")
 	fs.StringVar(&o.advertiseAddress, "advertise-address", os.Getenv("POD_IP"), "IP other replicas reach this one's webhook receiver at (default $POD_IP): it goes into the leader election Lease, so that a replica that does not lead can forward the webhook deliveries it receives to the leader.")
 	fs.StringVar(&o.identity, "operator-identity", "", "How the audit log names the operator (default: its Kubernetes user, from a SelfSubjectReview, and its host name).")
+	fs.StringVar(&o.sentryDSN, "sentry-dsn", "", "Report reconcile errors and panics to this Sentry or GlitchTip project DSN (default: $SENTRY_DSN; empty: no reporting). Tokens and Forgejo's answers are scrubbed from every event.")
+	fs.StringVar(&o.sentryEnvironment, "sentry-environment", "", "Environment of the reported events (default: $SENTRY_ENVIRONMENT, else "+errreport.DefaultEnvironment+").")
 }
 
 func (o *options) validate() error {
@@ -128,6 +134,9 @@ func (o *options) validate() error {
 	}
 	if o.eventLogPath != "" && o.eventLogPath == o.auditLogPath {
 		errs = append(errs, errors.New("--event-log-path and --audit-log-path must be different files"))
+	}
+	if err := o.validateSentry(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -183,8 +192,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	level, _ := opts.zapLevel()
-	ctrl.SetLogger(zap.New(zap.UseDevMode(opts.logDevelopmentFormat), zap.Level(level), zap.WriteTo(stderr)))
+	// Errors logged in a reconcile (and recovered panics) also go to Sentry when a DSN is set;
+	// without one the logger is left as it is and nothing starts.
+	reporter, err := errreport.New(opts.errReport())
+	if err != nil {
+		_, _ = fmt.Fprintf(stderr, "%s: %v\n", binaryName, err)
+		return 2
+	}
+	defer reporter.Close()
+	ctrl.SetLogger(reporter.Logger(zap.New(zap.UseDevMode(opts.logDevelopmentFormat), zap.Level(level), zap.WriteTo(stderr))))
 	log := ctrl.Log.WithName("setup")
+	if reporter.Enabled() {
+		log.Info("reporting reconcile errors and panics to Sentry", "environment", cmp.Or(opts.errReport().Environment, errreport.DefaultEnvironment))
+	}
 
 	if err := start(opts); err != nil {
 		log.Error(err, "operator stopped with an error")

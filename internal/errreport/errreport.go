@@ -45,6 +45,17 @@ const DefaultRepeatWindow = 5 * time.Minute
 // flushTimeout bounds how long Close waits for queued events at shutdown.
 const flushTimeout = 5 * time.Second
 
+// errInvalidDSN does not repeat the DSN: it holds the project's key.
+var errInvalidDSN = errors.New("invalid Sentry DSN (want https://KEY@HOST/PROJECT)")
+
+// ValidateDSN checks a DSN's form without starting anything, for flag validation.
+func ValidateDSN(dsn string) error {
+	if _, err := sentry.NewDsn(dsn); err != nil {
+		return errInvalidDSN
+	}
+	return nil
+}
+
 // Options configures the reporter.
 type Options struct {
 	// DSN is the Sentry or GlitchTip project's DSN; empty turns reporting off.
@@ -94,8 +105,7 @@ func New(opts Options) (*Reporter, error) {
 		EnableTracing: false,
 	})
 	if err != nil {
-		// The DSN's text is not repeated: it holds the project's key.
-		return nil, errors.New("error reporting: invalid Sentry DSN (want https://KEY@HOST/PROJECT)")
+		return nil, errInvalidDSN
 	}
 	r := &Reporter{
 		client: client,
