@@ -71,7 +71,7 @@ func (c *apiClient) do(ctx context.Context, method, path string, body, out any) 
 	if err != nil {
 		return fmt.Errorf("firecracker %s %s: %w", method, path, err)
 	}
-	defer resp.Body.Close() //nolint:errcheck // read in full below
+	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
 		return fmt.Errorf("firecracker %s %s: read answer: %w", method, path, err)

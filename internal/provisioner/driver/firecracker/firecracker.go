@@ -43,7 +43,7 @@ const (
 	vsockName     = "v.sock"
 )
 
-// DefaultBootArgs: serial console for the log stream, reboot=k and panic=1 so a guest that
+// DefaultBootArgs is the kernel command line by default: serial console for the log stream, reboot=k and panic=1 so a guest that
 // halts or panics ends its Firecracker process instead of hanging.
 const DefaultBootArgs = "console=ttyS0 reboot=k panic=1 pci=off"
 

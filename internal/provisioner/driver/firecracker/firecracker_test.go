@@ -34,7 +34,7 @@ func (l *standInLauncher) Launch(_ context.Context, launch Launch) error {
 			f, err := os.OpenFile(launch.Console, os.O_WRONLY|os.O_APPEND, 0)
 			if err == nil {
 				f.WriteString("Linux version 6.1 (stand-in)\n") //nolint:errcheck,gosec // console noise
-				f.Close()                                        //nolint:errcheck,gosec // console noise
+				f.Close()                                       //nolint:errcheck,gosec // console noise
 			}
 		}
 	})

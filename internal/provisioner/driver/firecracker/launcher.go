@@ -75,9 +75,9 @@ func (ExecLauncher) Kill(_ context.Context, id, dir string) error {
 	if err != nil || pid <= 1 {
 		return fmt.Errorf("bad pid file %q", data)
 	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !strings.Contains(string(cmdline), id) {
-		return nil // already gone
+	cmdline, rerr := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if rerr != nil || !strings.Contains(string(cmdline), id) {
+		return nil //nolint:nilerr // no such process, or the pid now names another: nothing of ours to kill
 	}
 	if err := syscall.Kill(-pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("kill process group %d: %w", pid, err)

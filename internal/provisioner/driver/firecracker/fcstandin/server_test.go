@@ -75,7 +75,7 @@ func TestStandInFollowsTheDescription(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", st.name, err)
 		}
-		resp.Body.Close() //nolint:errcheck,gosec // status is all we read
+		resp.Body.Close() //nolint:gosec // status is all we read
 		if resp.StatusCode != st.want {
 			t.Errorf("%s: status %d, want %d", st.name, resp.StatusCode, st.want)
 		}

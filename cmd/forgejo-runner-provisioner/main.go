@@ -1,0 +1,200 @@
+// Command forgejo-runner-provisioner is the agent on a VM host: a gRPC server, reachable only
+// over mutual TLS, that makes one throwaway microVM per Forgejo runner through a hypervisor
+// driver, keeps its VMs' records in a state directory, and destroys VMs whose lease lapsed.
+// docs/provisioner.md describes it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"k8s.io/utils/clock"
+
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/driver"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/driver/firecracker"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/mtls"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/server"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/state"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/vm"
+	pb "git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisionerpb/provisionerv1"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/version"
+)
+
+// options are every flag, validated before anything starts.
+type options struct {
+	listen, metricsListen             string
+	certFile, keyFile, caFile         string
+	allowed                           string
+	stateDir, runDir, imageDir        string
+	driver                            string
+	firecrackerBin, jailerBin, chroot string
+	jailUID, jailGID                  int
+	tapPrefix                         string
+	vcpus                             uint
+	memoryMiB                         uint64
+	minLease, defaultLease, maxLease  time.Duration
+	reapInterval                      time.Duration
+	tlsRecheck                        time.Duration
+}
+
+func parse(args []string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("forgejo-runner-provisioner", flag.ContinueOnError)
+	fs.StringVar(&o.listen, "listen", ":7443", "gRPC address (mutual TLS only)")
+	fs.StringVar(&o.metricsListen, "metrics-listen", "127.0.0.1:9464", "address of /metrics (plain HTTP; empty disables)")
+	fs.StringVar(&o.certFile, "tls-cert", "", "serving certificate (PEM); re-read when it changes")
+	fs.StringVar(&o.keyFile, "tls-key", "", "serving key (PEM)")
+	fs.StringVar(&o.caFile, "tls-client-ca", "", "CA bundle client certificates must chain to (PEM)")
+	fs.StringVar(&o.allowed, "allowed-clients", "", "comma-separated client identities allowed: URI SANs (spiffe://…) or subject CNs")
+	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/forgejo-runner-provisioner/state", "VM records")
+	fs.StringVar(&o.runDir, "run-dir", "/var/lib/forgejo-runner-provisioner/vms", "per-VM directories (overlays, sockets, logs) when not jailed")
+	fs.StringVar(&o.imageDir, "image-dir", "/var/lib/forgejo-runner-provisioner/images", "kernels and base root filesystems requests may name")
+	fs.StringVar(&o.driver, "driver", "firecracker", "hypervisor driver: firecracker (qemu: next)")
+	fs.StringVar(&o.firecrackerBin, "firecracker", "/usr/local/bin/firecracker", "firecracker executable")
+	fs.StringVar(&o.jailerBin, "jailer", "", "jailer executable; when set, Firecracker runs jailed")
+	fs.StringVar(&o.chroot, "jailer-chroot-base", "/srv/jailer", "jailer --chroot-base-dir")
+	fs.IntVar(&o.jailUID, "jailer-uid", 0, "uid Firecracker runs as under the jailer")
+	fs.IntVar(&o.jailGID, "jailer-gid", 0, "gid Firecracker runs as under the jailer")
+	fs.StringVar(&o.tapPrefix, "tap-prefix", "", "VMs get tap device <prefix><slot> (made by the host's network setup); empty: no network")
+	fs.UintVar(&o.vcpus, "vcpus", uint(runtime.NumCPU()), "vCPUs this host gives VMs in total")
+	fs.Uint64Var(&o.memoryMiB, "memory-mib", 0, "MiB of memory this host gives VMs in total (required)")
+	fs.DurationVar(&o.minLease, "min-lease", time.Minute, "shortest lease granted")
+	fs.DurationVar(&o.defaultLease, "default-lease", 10*time.Minute, "lease when a request names none")
+	fs.DurationVar(&o.maxLease, "max-lease", 2*time.Hour, "longest lease granted")
+	fs.DurationVar(&o.reapInterval, "reap-interval", 15*time.Second, "how often lapsed leases and exited VMs are looked for")
+	fs.DurationVar(&o.tlsRecheck, "tls-recheck", 10*time.Second, "how long TLS files read last are used before a handshake reads them again")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	var problems []string
+	if o.certFile == "" || o.keyFile == "" || o.caFile == "" {
+		problems = append(problems, "-tls-cert, -tls-key and -tls-client-ca are required: the provisioner serves mutual TLS only")
+	}
+	if strings.TrimSpace(o.allowed) == "" {
+		problems = append(problems, "-allowed-clients is required")
+	}
+	if o.driver != "firecracker" {
+		problems = append(problems, fmt.Sprintf("-driver %q: only firecracker is available in this version", o.driver))
+	}
+	if o.memoryMiB == 0 || o.vcpus == 0 {
+		problems = append(problems, "-vcpus and -memory-mib must be above zero")
+	}
+	if o.jailerBin != "" && (o.jailUID == 0 || o.jailGID == 0) {
+		problems = append(problems, "-jailer-uid and -jailer-gid must name an unprivileged user")
+	}
+	if len(problems) > 0 {
+		return nil, errors.New(strings.Join(problems, "; "))
+	}
+	return o, nil
+}
+
+func main() {
+	log := logr.FromSlogHandler(slog.NewJSONHandler(os.Stderr, nil))
+	o, err := parse(os.Args[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		log.Error(err, "invalid flags")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o, log); err != nil {
+		log.Error(err, "provisioner failed")
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o *options, log logr.Logger) error {
+	log.Info("starting forgejo-runner-provisioner", "version", version.Version, "driver", o.driver, "listen", o.listen)
+	var allowed []string
+	for _, a := range strings.Split(o.allowed, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			allowed = append(allowed, a)
+		}
+	}
+	files, err := mtls.New(mtls.Config{CertFile: o.certFile, KeyFile: o.keyFile, CAFile: o.caFile,
+		AllowedIdentities: allowed, RecheckAfter: o.tlsRecheck, Logger: log.WithName("mtls")})
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), files.Expiry())
+
+	fcCfg := firecracker.Config{RunDir: o.runDir, Binary: o.firecrackerBin, TapPrefix: o.tapPrefix, Logger: log.WithName("firecracker")}
+	if o.jailerBin != "" {
+		fcCfg.RunDir = ""
+		fcCfg.Jailer = &firecracker.Jailer{Binary: o.jailerBin, ChrootBase: o.chroot, UID: o.jailUID, GID: o.jailGID}
+	}
+	var drv driver.Driver
+	if drv, err = firecracker.New(fcCfg); err != nil {
+		return err
+	}
+	store, err := state.Open(o.stateDir)
+	if err != nil {
+		return err
+	}
+	vms, err := vm.New(vm.Config{Driver: drv, Store: store, Clock: clock.RealClock{}, ImageDir: filepath.Clean(o.imageDir),
+		VCPUs: uint32(o.vcpus), MemoryMiB: o.memoryMiB, //nolint:gosec // a host's vCPU count fits
+		MinLease: o.minLease, DefaultLease: o.defaultLease, MaxLease: o.maxLease, Logger: log.WithName("vm")})
+	if err != nil {
+		return err
+	}
+	if err := vms.Recover(ctx); err != nil {
+		return err
+	}
+	go vms.RunReaper(ctx, o.reapInterval)
+
+	srv := grpc.NewServer(files.ServerOptions()...)
+	pb.RegisterProvisionerServiceServer(srv, server.New(vms))
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", o.listen, err)
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- srv.Serve(ln) }()
+	var metrics *http.Server
+	if o.metricsListen != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		metrics = &http.Server{Addr: o.metricsListen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := metrics.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+				errs <- fmt.Errorf("metrics server: %w", err)
+			}
+		}()
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-errs:
+		srv.Stop()
+		return err
+	}
+	// VMs keep running: a restarted provisioner adopts them (docs/provisioner.md).
+	log.Info("shutting down; VMs are left running for the next start to adopt")
+	srv.GracefulStop()
+	if metrics != nil {
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = metrics.Shutdown(shutdownCtx)
+	}
+	return nil
+}
