@@ -107,6 +107,7 @@ func fullValues(secretName string, runnerNamespaces ...string) map[string]any {
 		"records":             map[string]any{"enabled": true, "size": "1Gi"},
 		"admissionPolicy":     map[string]any{"enabled": true},
 		"runnerNetworkPolicy": map[string]any{"enabled": true, "namespaces": toAny(runnerNamespaces)},
+		"sentry":              map[string]any{"dsnSecret": map[string]any{"name": "sentry"}, "environment": "staging"},
 		"podAnnotations":      map[string]any{"example.com/owner": "ci"},
 		"nodeSelector":        map[string]any{"kubernetes.io/os": "linux"},
 		"tolerations":         []any{map[string]any{"key": "ci", "operator": "Exists"}},
@@ -275,4 +276,35 @@ func dump(objs []*unstructured.Unstructured) string {
 		b.Write(data)
 	}
 	return b.String()
+}
+
+// Sentry reporting is off unless a DSN Secret is named; then the operator reads SENTRY_DSN from
+// it (never from a value in the chart) and SENTRY_ENVIRONMENT from the values.
+func TestChartWiresSentryOnlyWhenAsked(t *testing.T) {
+	envOf := func(vals map[string]any) map[string]any {
+		t.Helper()
+		objs, err := renderChart(t, "forgejo-runner-operator", "ops", vals)
+		if err != nil {
+			t.Fatal(err)
+		}
+		containers, _, _ := unstructured.NestedSlice(find(t, objs, "Deployment", "").Object, "spec", "template", "spec", "containers")
+		env := map[string]any{}
+		for _, e := range containers[0].(map[string]any)["env"].([]any) {
+			m := e.(map[string]any)
+			env[m["name"].(string)] = m
+		}
+		return env
+	}
+	if env := envOf(nil); env["SENTRY_DSN"] != nil || env["SENTRY_ENVIRONMENT"] != nil {
+		t.Errorf("default values wire Sentry: %v", env)
+	}
+	env := envOf(map[string]any{"sentry": map[string]any{"dsnSecret": map[string]any{"name": "sentry"}, "environment": "staging"}})
+	dsn, _ := env["SENTRY_DSN"].(map[string]any)
+	ref, _, _ := unstructured.NestedStringMap(dsn, "valueFrom", "secretKeyRef")
+	if ref["name"] != "sentry" || ref["key"] != "dsn" {
+		t.Errorf("SENTRY_DSN is %v, want the key dsn of Secret sentry", dsn)
+	}
+	if e, _ := env["SENTRY_ENVIRONMENT"].(map[string]any); e == nil || e["value"] != "staging" {
+		t.Errorf("SENTRY_ENVIRONMENT is %v, want staging", env["SENTRY_ENVIRONMENT"])
+	}
 }
