@@ -24,7 +24,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
-	sigsyaml "sigs.k8s.io/yaml"
 
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/cluster"
 )
@@ -268,15 +267,6 @@ func find(t testing.TB, objs []*unstructured.Unstructured, kind, name string) *u
 	return nil
 }
 
-func dump(objs []*unstructured.Unstructured) string {
-	var b strings.Builder
-	for _, o := range objs {
-		data, _ := sigsyaml.Marshal(o.Object)
-		b.WriteString("---\n")
-		b.Write(data)
-	}
-	return b.String()
-}
 
 // Sentry reporting is off unless a DSN Secret is named; then the operator reads SENTRY_DSN from
 // it (never from a value in the chart) and SENTRY_ENVIRONMENT from the values.
