@@ -267,7 +267,6 @@ func find(t testing.TB, objs []*unstructured.Unstructured, kind, name string) *u
 	return nil
 }
 
-
 // Sentry reporting is off unless a DSN Secret is named; then the operator reads SENTRY_DSN from
 // it (never from a value in the chart) and SENTRY_ENVIRONMENT from the values.
 func TestChartWiresSentryOnlyWhenAsked(t *testing.T) {
