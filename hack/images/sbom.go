@@ -82,7 +82,8 @@ type sbomInput struct {
 
 func purl(typ, name, version string) spdxExternalRef {
 	return spdxExternalRef{ReferenceCategory: "PACKAGE-MANAGER", ReferenceType: "purl",
-		ReferenceLocator: fmt.Sprintf("pkg:%s/%s@%s", typ, name, version)}
+		// purl percent-encodes the version: "+incompatible", Debian's "+deb12u1".
+		ReferenceLocator: fmt.Sprintf("pkg:%s/%s@%s", typ, name, strings.ReplaceAll(version, "+", "%2B"))}
 }
 
 // buildSBOM renders the SPDX document; like the image, it depends only on its input.
