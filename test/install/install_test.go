@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -247,8 +248,8 @@ func (w *world) serveJob(t *testing.T, args []string, poolNamespace string) {
 
 // TestInstallsServeJobs applies each way of installing to one simulated cluster and runs the
 // operator as each install's ServiceAccount: the chart with its defaults (cluster scope), the
-// chart confined to one namespace, and config/default. The chart with every option on is
-// applied too, to show that each object it renders is one the API server takes.
+// chart confined to one namespace, config/default and config/namespaced. The chart with every
+// option on is applied too, to show that each object it renders is one the API server takes.
 func TestInstallsServeJobs(t *testing.T) {
 	w := startWorld(t)
 
@@ -300,6 +301,30 @@ func TestInstallsServeJobs(t *testing.T) {
 		const ns = "forgejo-runner-operator-system"
 		deploy := find(t, objs, "Deployment", "forgejo-runner-operator")
 		w.serveJob(t, operatorArgs(t, deploy, w.kubeconfigFor(t, ns, "forgejo-runner-operator"), ns), "default")
+	})
+
+	// The namespace admin's install: Roles only, the operator in the namespace it serves, with
+	// the CRDs installed beforehand by the cluster admin (here by the subtests above).
+	t.Run("kustomize config/namespaced", func(t *testing.T) {
+		const ns = "forgejo-runners"
+		w.namespace(t, ns)
+		objs := renderKustomization(t, "namespaced")
+		for _, o := range objs {
+			if o.GetNamespace() != ns && o.GetKind() != "CustomResourceDefinition" {
+				t.Errorf("config/namespaced renders %s %s outside %s", o.GetKind(), o.GetName(), ns)
+			}
+		}
+		w.apply(t, objs)
+		deploy := find(t, objs, "Deployment", "")
+		args := operatorArgs(t, deploy, w.kubeconfigFor(t, ns, "forgejo-runner-operator"), ns)
+		// kubelet expands $(POD_NAMESPACE) from the downward API; a process gets it here.
+		for i := range args {
+			args[i] = strings.ReplaceAll(args[i], "$(POD_NAMESPACE)", ns)
+		}
+		if !slices.Contains(args, "--watch-namespace="+ns) {
+			t.Fatalf("config/namespaced does not confine the operator to %s: %q", ns, args)
+		}
+		w.serveJob(t, args, ns)
 	})
 }
 
