@@ -307,10 +307,10 @@ func (f *Forwarder) leaderAddress(ctx context.Context) (string, error) {
 	if lease.Spec.HolderIdentity != nil {
 		holder = *lease.Spec.HolderIdentity
 	}
-	switch {
-	case holder == "":
-		return "", fmt.Errorf("Lease %s has no holder", f.Lease)
-	case holder == f.Self:
+	switch holder {
+	case "":
+		return "", fmt.Errorf("no holder in Lease %s", f.Lease)
+	case f.Self:
 		// The Lease is ours but the manager has not said so yet: acting locally now would
 		// find no pools registered with the jobs watcher.
 		return "", errors.New("this replica is becoming the leader")
