@@ -24,6 +24,7 @@ import (
 
 	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/audit"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/controller/conflicts"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejo"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jobwatch"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/journal"
@@ -98,6 +99,11 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 // Reconcile brings one Runner a step closer to its end: registered, credentials written, pod
 // running, and once the pod has ended, deregistered with its outcome recorded.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	res, err := r.reconcile(ctx, req)
+	return conflicts.Retry(ctx, res, err)
+}
+
+func (r *Reconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var runner v1alpha1.Runner
 	if err := r.Client.Get(ctx, req.NamespacedName, &runner); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)

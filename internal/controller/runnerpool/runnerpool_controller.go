@@ -31,6 +31,7 @@ import (
 
 	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/audit"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/controller/conflicts"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/controller/runner"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejo"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jobwatch"
@@ -137,6 +138,11 @@ const DefaultWorkers = 4
 
 // Reconcile makes a pool's Runners match its demand and records what it saw.
 func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	res, err := r.reconcile(ctx, req)
+	return conflicts.Retry(ctx, res, err)
+}
+
+func (r *Reconciler) reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	var pool v1alpha1.RunnerPool
 	if err := r.Client.Get(ctx, req.NamespacedName, &pool); err != nil {
 		if apierrors.IsNotFound(err) {
