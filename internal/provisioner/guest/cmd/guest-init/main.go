@@ -1,0 +1,383 @@
+//go:build linux
+
+// Command guest-init is PID 1 of a provisioner VM (issue #14). It mounts the kernel's
+// filesystems, loads the virtio modules it is told to, brings up eth0, reads its configuration
+// (runner token included) once from the token port, opens the log port and waits for the
+// provisioner's acknowledgement that the log stream is kept, and only then starts
+// `forgejo-runner one-job`, streaming the runner's output to the log port. It powers the VM off
+// when the runner ends, or when no acknowledgement came: a runner whose logs are not kept never
+// takes a job.
+//
+// It is static (CGO_ENABLED=0) and uses only the kernel's interfaces: no shell, no udev, no
+// DHCP client.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/driver"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/guest"
+)
+
+const tokenFile = "/run/forgejo-runner/token"
+
+func main() {
+	err := run()
+	if err != nil {
+		consolef("%v", err)
+	}
+	powerOff()
+}
+
+// consolef writes to the serial console (stdout of PID 1), which the provisioner records.
+func consolef(format string, args ...any) {
+	fmt.Fprintf(os.Stdout, "guest-init: "+format+"\n", args...) //nolint:errcheck // nowhere else to report
+}
+
+func powerOff() {
+	unix.Sync()
+	if os.Getpid() != 1 {
+		os.Exit(0) // run as a program (tests of the binary itself): nothing to power off
+	}
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
+		consolef("power off: %v", err)
+	}
+	select {} // PID 1 must not exit: the kernel would panic
+}
+
+func run() error {
+	start := time.Now()
+	if err := mounts(); err != nil {
+		return err
+	}
+	params := cmdline()
+	for _, m := range splitList(params[guest.ParamModules]) {
+		if err := loadModule(m); err != nil {
+			return err
+		}
+	}
+	addr := params[guest.ParamAddr]
+	if addr == "" {
+		addr = guest.DefaultAddr
+	}
+	if err := netUp(addr); err != nil {
+		return err
+	}
+	consolef("up in %s: eth0 %s", time.Since(start).Round(time.Millisecond), addr)
+
+	tokenPort, err := openPort(guest.TokenPort, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	cfg, err := readConfig(tokenPort)
+	if err != nil {
+		return err
+	}
+	consolef("configuration received for %s", cfg.VMID)
+
+	logPort, err := openPort(guest.LogPort, 30*time.Second)
+	if err != nil {
+		return err
+	}
+	ackTimeout := 2 * time.Minute
+	if v := params[guest.ParamAckTimeout]; v != "" {
+		if ackTimeout, err = time.ParseDuration(v); err != nil {
+			return fmt.Errorf("%s: %w", guest.ParamAckTimeout, err)
+		}
+	}
+	logw, err := handshake(logPort, cfg.VMID, ackTimeout)
+	if err != nil {
+		// The point of the handshake: without a log stream the runner must not take a job.
+		return fmt.Errorf("%w; not starting the runner", err)
+	}
+	logw.printf("log stream acknowledged %s after boot", time.Since(start).Round(time.Millisecond))
+
+	for _, a := range splitList(params[guest.ParamProbe]) {
+		conn, derr := net.DialTimeout("tcp", a, 3*time.Second)
+		if derr != nil {
+			logw.printf("probe %s: unreachable: %v", a, derr)
+			continue
+		}
+		conn.Close() //nolint:errcheck,gosec // only reachability matters
+		logw.printf("probe %s: reachable", a)
+	}
+
+	runner := params[guest.ParamRunner]
+	if runner == "" {
+		runner = "/usr/bin/forgejo-runner"
+	}
+	code, err := runRunner(runner, cfg, logw)
+	if err != nil {
+		logw.printf("runner: %v", err)
+	}
+	logw.printf("runner exited with code %d; powering off", code)
+	logw.close()
+	return nil
+}
+
+func mounts() error {
+	for _, m := range []struct{ src, dst, fstype string }{
+		{"proc", "/proc", "proc"}, {"sysfs", "/sys", "sysfs"}, {"devtmpfs", "/dev", "devtmpfs"},
+		{"tmpfs", "/run", "tmpfs"}, {"tmpfs", "/tmp", "tmpfs"},
+	} {
+		if err := os.MkdirAll(m.dst, 0o755); err != nil {
+			return fmt.Errorf("mkdir %s: %w", m.dst, err)
+		}
+		if err := unix.Mount(m.src, m.dst, m.fstype, unix.MS_NOSUID, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("mount %s: %w", m.dst, err)
+		}
+	}
+	return nil
+}
+
+func cmdline() map[string]string {
+	data, _ := os.ReadFile("/proc/cmdline")
+	out := map[string]string{}
+	for _, f := range strings.Fields(string(data)) {
+		k, v, _ := strings.Cut(f, "=")
+		out[k] = v
+	}
+	return out
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func loadModule(path string) error {
+	f, err := os.Open(path) //nolint:gosec // named on the kernel command line by the host
+	if err != nil {
+		return fmt.Errorf("module %s: %w", path, err)
+	}
+	defer f.Close() //nolint:errcheck // read-only
+	flags := 0
+	if strings.HasSuffix(path, ".xz") || strings.HasSuffix(path, ".zst") || strings.HasSuffix(path, ".gz") {
+		flags = unix.MODULE_INIT_COMPRESSED_FILE
+	}
+	if err := unix.FinitModule(int(f.Fd()), "", flags); err != nil && !errors.Is(err, unix.EEXIST) { //nolint:gosec // an fd fits an int
+		return fmt.Errorf("load module %s: %w", path, err)
+	}
+	return nil
+}
+
+// netUp configures lo and eth0 with ioctls: the forwarded Forgejo address is on eth0's subnet,
+// so no route beyond the connected one is needed.
+func netUp(cidr string) error {
+	prefix, err := netip.ParsePrefix(cidr)
+	if err != nil || !prefix.Addr().Is4() {
+		return fmt.Errorf("%s %q: want an IPv4 CIDR", guest.ParamAddr, cidr)
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("socket: %w", err)
+	}
+	defer unix.Close(fd) //nolint:errcheck // a control socket
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		// The virtio_net module probes its device asynchronously.
+		if _, err := os.Stat("/sys/class/net/eth0"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return errors.New("no eth0")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	set := func(name string, req uint, f func(*unix.Ifreq) error) error {
+		ifr, err := unix.NewIfreq(name)
+		if err != nil {
+			return err
+		}
+		if err := f(ifr); err != nil {
+			return err
+		}
+		if err := unix.IoctlIfreq(fd, req, ifr); err != nil {
+			return fmt.Errorf("ioctl %#x on %s: %w", req, name, err)
+		}
+		return nil
+	}
+	mask := net.CIDRMask(prefix.Bits(), 32)
+	steps := []error{
+		set("eth0", unix.SIOCSIFADDR, func(r *unix.Ifreq) error { return r.SetInet4Addr(prefix.Addr().AsSlice()) }),
+		set("eth0", unix.SIOCSIFNETMASK, func(r *unix.Ifreq) error { return r.SetInet4Addr(mask) }),
+	}
+	for _, name := range []string{"lo", "eth0"} {
+		ifr, err := unix.NewIfreq(name)
+		if err != nil {
+			return fmt.Errorf("ifreq %s: %w", name, err)
+		}
+		if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+			return fmt.Errorf("flags of %s: %w", name, err)
+		}
+		flags := ifr.Uint16() | unix.IFF_UP
+		steps = append(steps, set(name, unix.SIOCSIFFLAGS, func(r *unix.Ifreq) error { r.SetUint16(flags); return nil }))
+	}
+	return errors.Join(steps...)
+}
+
+// openPort finds a virtio-serial port by name (no udev: the name is in sysfs) and opens it.
+func openPort(name string, wait time.Duration) (*os.File, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		matches, _ := filepath.Glob("/sys/class/virtio-ports/*/name")
+		for _, m := range matches {
+			if b, err := os.ReadFile(m); err == nil && strings.TrimSpace(string(b)) == name { //nolint:gosec // sysfs
+				dev := "/dev/" + filepath.Base(filepath.Dir(m))
+				f, err := os.OpenFile(dev, os.O_RDWR, 0) //nolint:gosec // a device found in sysfs
+				if err != nil {
+					return nil, fmt.Errorf("open port %s: %w", name, err)
+				}
+				return f, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no virtio-serial port %s", name)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// readConfig asks for the configuration and reads it, once: the provisioner closes the port
+// after writing it, and the port is closed here too, so nothing in the guest can read it again.
+func readConfig(port *os.File) (driver.GuestConfig, error) {
+	defer port.Close() //nolint:errcheck // read once
+	var cfg driver.GuestConfig
+	if _, err := port.WriteString(guest.TokenRequest + "\n"); err != nil {
+		return cfg, fmt.Errorf("ask for configuration: %w", err)
+	}
+	line, err := bufio.NewReader(port).ReadBytes('\n')
+	if err != nil {
+		return cfg, fmt.Errorf("read configuration: %w", err)
+	}
+	defer clear(line)
+	if err := json.Unmarshal(line, &cfg); err != nil {
+		return cfg, fmt.Errorf("decode configuration: %w", err)
+	}
+	return cfg, nil
+}
+
+// logWriter writes whole lines to the log port.
+type logWriter struct {
+	mu   sync.Mutex
+	port *os.File
+}
+
+func (l *logWriter) printf(format string, args ...any) {
+	l.line(fmt.Sprintf("guest-init: "+format, args...))
+}
+
+func (l *logWriter) line(s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, err := l.port.WriteString(strings.TrimRight(s, "\r\n") + "\n"); err != nil {
+		consolef("log port: %v", err)
+	}
+}
+
+func (l *logWriter) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.port.Close() //nolint:errcheck,gosec // the end of the stream
+}
+
+// handshake sends the hello and waits for the acknowledgement.
+func handshake(port *os.File, vmID string, timeout time.Duration) (*logWriter, error) {
+	if _, err := port.WriteString(guest.LogHello + " " + vmID + "\n"); err != nil {
+		return nil, fmt.Errorf("log port hello: %w", err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(port).ReadString('\n')
+		if err == nil && strings.TrimSpace(line) != guest.LogAck {
+			err = fmt.Errorf("unexpected answer %q", strings.TrimSpace(line))
+		}
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			return nil, fmt.Errorf("log stream not acknowledged: %w", err)
+		}
+		return &logWriter{port: port}, nil
+	case <-time.After(timeout):
+		return nil, fmt.Errorf("log stream not acknowledged within %s", timeout)
+	}
+}
+
+// runRunner starts forgejo-runner one-job with the token in a file only root can read, streams
+// its output to the log port, and passes SIGTERM/SIGINT on so it can report its task's end.
+func runRunner(bin string, cfg driver.GuestConfig, logw *logWriter) (int, error) {
+	if err := os.MkdirAll(filepath.Dir(tokenFile), 0o700); err != nil {
+		return -1, fmt.Errorf("token directory: %w", err)
+	}
+	// No trailing newline: the runner uses the file verbatim.
+	if err := os.WriteFile(tokenFile, []byte(cfg.Token), 0o600); err != nil {
+		return -1, fmt.Errorf("write token: %w", err)
+	}
+	args := []string{"one-job", "--url", cfg.ForgejoURL, "--uuid", cfg.RegistrationUUID, "--token-url", "file:" + tokenFile}
+	for _, l := range cfg.Labels {
+		args = append(args, "--label", l)
+	}
+	if cfg.JobHandle != "" {
+		args = append(args, "--handle", cfg.JobHandle)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), unix.SIGTERM, unix.SIGINT)
+	defer stop()
+	cmd := exec.Command(bin, args...) //nolint:gosec // the runner named on the kernel command line
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/tmp"}
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			logw.line("runner: " + sc.Text())
+		}
+	}()
+	logw.printf("starting %s one-job for runner %s", bin, cfg.RegistrationUUID)
+	if err := cmd.Start(); err != nil {
+		pw.Close() //nolint:errcheck,gosec // no writer started
+		<-done
+		return -1, fmt.Errorf("start runner: %w", err)
+	}
+	go func() {
+		<-ctx.Done()
+		if cmd.Process != nil {
+			cmd.Process.Signal(unix.SIGTERM) //nolint:errcheck,gosec // it may have ended
+		}
+	}()
+	err := cmd.Wait()
+	pw.Close() //nolint:errcheck,gosec // ends the copier
+	<-done
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return exit.ExitCode(), nil
+	}
+	if err != nil {
+		return -1, fmt.Errorf("runner: %w", err)
+	}
+	return 0, nil
+}
