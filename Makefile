@@ -58,8 +58,9 @@ fuzz: ## Fuzz the webhook verifier and parser, and the Forgejo response parsers,
 	$(GO) test -run='^$$' -fuzz='^FuzzParseResponse$$' -fuzztime=$(FUZZTIME) ./internal/forgejo
 
 .PHONY: test-binaries
-test-binaries: ## Build (once) the Kubernetes binaries the tests run.
+test-binaries: ## Build (once) the Kubernetes binaries the tests run; install QEMU and a kernel for the VM tests.
 	hack/build-test-binaries.sh
+	hack/install-vm-tools.sh
 
 .PHONY: verify
 verify: ## Fail when generated files are stale, code is unformatted or go.mod is untidy.
