@@ -29,6 +29,7 @@ import (
 
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/driver"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/driver/firecracker"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/driver/qemu"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/mtls"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/server"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/state"
@@ -47,6 +48,9 @@ type options struct {
 	firecrackerBin, jailerBin, chroot string
 	jailUID, jailGID                  int
 	tapPrefix                         string
+	qemuBin, qemuImg, qemuAccel       string
+	qemuInitrd, qemuBootArgs          string
+	qemuForwards                      []string
 	vcpus                             uint
 	memoryMiB                         uint64
 	minLease, defaultLease, maxLease  time.Duration
@@ -66,7 +70,20 @@ func parse(args []string) (*options, error) {
 	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/forgejo-runner-provisioner/state", "VM records")
 	fs.StringVar(&o.runDir, "run-dir", "/var/lib/forgejo-runner-provisioner/vms", "per-VM directories (overlays, sockets, logs) when not jailed")
 	fs.StringVar(&o.imageDir, "image-dir", "/var/lib/forgejo-runner-provisioner/images", "kernels and base root filesystems requests may name")
-	fs.StringVar(&o.driver, "driver", "firecracker", "hypervisor driver: firecracker (qemu: next)")
+	fs.StringVar(&o.driver, "driver", "firecracker", "hypervisor driver: firecracker or qemu")
+	fs.StringVar(&o.qemuBin, "qemu", "", "qemu-system-x86_64 executable (default: from PATH)")
+	fs.StringVar(&o.qemuImg, "qemu-img", "", "qemu-img executable (default: from PATH)")
+	fs.StringVar(&o.qemuAccel, "qemu-accel", "kvm", "QEMU accelerator: kvm, or tcg where there is no usable KVM (slow)")
+	fs.StringVar(&o.qemuInitrd, "qemu-initrd", "", "initramfs given to every QEMU VM (a host path; empty: the init is in the root filesystem)")
+	fs.StringVar(&o.qemuBootArgs, "qemu-boot-args", qemu.DefaultBootArgs, "QEMU VMs' kernel command line (never a secret)")
+	fs.Func("qemu-forward", "without -tap-prefix: GUEST=HOST makes guest address GUEST (10.0.2.x:port) reach HOST (host:port), and nothing else (repeatable)", func(v string) error {
+		g, h, ok := strings.Cut(v, "=")
+		if !ok || g == "" || h == "" {
+			return fmt.Errorf("want GUEST=HOST, got %q", v)
+		}
+		o.qemuForwards = append(o.qemuForwards, v)
+		return nil
+	})
 	fs.StringVar(&o.firecrackerBin, "firecracker", "/usr/local/bin/firecracker", "firecracker executable")
 	fs.StringVar(&o.jailerBin, "jailer", "", "jailer executable; when set, Firecracker runs jailed")
 	fs.StringVar(&o.chroot, "jailer-chroot-base", "/srv/jailer", "jailer --chroot-base-dir")
@@ -90,8 +107,11 @@ func parse(args []string) (*options, error) {
 	if strings.TrimSpace(o.allowed) == "" {
 		problems = append(problems, "-allowed-clients is required")
 	}
-	if o.driver != "firecracker" {
-		problems = append(problems, fmt.Sprintf("-driver %q: only firecracker is available in this version", o.driver))
+	if o.driver != "firecracker" && o.driver != "qemu" {
+		problems = append(problems, fmt.Sprintf("-driver %q: firecracker or qemu", o.driver))
+	}
+	if len(o.qemuForwards) > 0 && (o.driver != "qemu" || o.tapPrefix != "") {
+		problems = append(problems, "-qemu-forward needs -driver qemu without -tap-prefix (user networking)")
 	}
 	if o.memoryMiB == 0 || o.vcpus == 0 {
 		problems = append(problems, "-vcpus and -memory-mib must be above zero")
@@ -106,6 +126,14 @@ func parse(args []string) (*options, error) {
 }
 
 func main() {
+	// `relay <addr>`: what QEMU runs for each guest connection to a -qemu-forward address, with
+	// the connection as standard input and output.
+	if len(os.Args) == 3 && os.Args[1] == "relay" {
+		if err := qemu.Relay(os.Args[2], os.Stdin, os.Stdout); err != nil {
+			os.Exit(1)
+		}
+		return
+	}
 	log := logr.FromSlogHandler(slog.NewJSONHandler(os.Stderr, nil))
 	o, err := parse(os.Args[1:])
 	if err != nil {
@@ -121,6 +149,30 @@ func main() {
 		log.Error(err, "provisioner failed")
 		os.Exit(1)
 	}
+}
+
+func newDriver(o *options, log logr.Logger) (driver.Driver, error) {
+	if o.driver == "qemu" {
+		cfg := qemu.Config{RunDir: o.runDir, QEMU: o.qemuBin, QEMUImg: o.qemuImg, Accel: o.qemuAccel, Initrd: o.qemuInitrd,
+			BootArgs: o.qemuBootArgs, TapPrefix: o.tapPrefix, Logger: log.WithName("qemu")}
+		if len(o.qemuForwards) > 0 {
+			self, err := os.Executable()
+			if err != nil {
+				return nil, fmt.Errorf("own executable, for -qemu-forward: %w", err)
+			}
+			for _, f := range o.qemuForwards {
+				g, h, _ := strings.Cut(f, "=")
+				cfg.Forwards = append(cfg.Forwards, qemu.Forward{Guest: g, Command: []string{self, "relay", h}})
+			}
+		}
+		return qemu.New(cfg)
+	}
+	fcCfg := firecracker.Config{RunDir: o.runDir, Binary: o.firecrackerBin, TapPrefix: o.tapPrefix, Logger: log.WithName("firecracker")}
+	if o.jailerBin != "" {
+		fcCfg.RunDir = ""
+		fcCfg.Jailer = &firecracker.Jailer{Binary: o.jailerBin, ChrootBase: o.chroot, UID: o.jailUID, GID: o.jailGID}
+	}
+	return firecracker.New(fcCfg)
 }
 
 func run(ctx context.Context, o *options, log logr.Logger) error {
@@ -139,13 +191,8 @@ func run(ctx context.Context, o *options, log logr.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), files.Expiry())
 
-	fcCfg := firecracker.Config{RunDir: o.runDir, Binary: o.firecrackerBin, TapPrefix: o.tapPrefix, Logger: log.WithName("firecracker")}
-	if o.jailerBin != "" {
-		fcCfg.RunDir = ""
-		fcCfg.Jailer = &firecracker.Jailer{Binary: o.jailerBin, ChrootBase: o.chroot, UID: o.jailUID, GID: o.jailGID}
-	}
-	var drv driver.Driver
-	if drv, err = firecracker.New(fcCfg); err != nil {
+	drv, err := newDriver(o, log)
+	if err != nil {
 		return err
 	}
 	store, err := state.Open(o.stateDir)
