@@ -53,7 +53,7 @@ var (
 )
 
 // testImage builds the guest once per test binary.
-func testImage(t *testing.T) guesttest.Image {
+func testImage(t testing.TB) guesttest.Image {
 	t.Helper()
 	imageOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "qemu-guest-")
@@ -70,7 +70,7 @@ func testImage(t *testing.T) guesttest.Image {
 }
 
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	sim    *forgejosim.Server
 	client *forgejo.Client
 	simURL *url.URL
@@ -78,7 +78,7 @@ type env struct {
 	base   string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	img := testImage(t)
 	sim, simURL := forgejosim.NewTestServer(t, forgejosim.Options{AdminToken: adminToken, Seed: 1})
@@ -141,7 +141,7 @@ func (e *env) queue() forgejosim.Job {
 }
 
 // eventually polls cond; the deadline only bounds a failing test (TCG on a shared machine is slow).
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
@@ -161,7 +161,7 @@ func spec(id string, slot int, e *env, reg forgejo.Registration, onRead func()) 
 	}
 }
 
-func readLog(t *testing.T, d *qemu.Driver, id string) string {
+func readLog(t testing.TB, d *qemu.Driver, id string) string {
 	t.Helper()
 	p, err := d.ConsoleLog(id)
 	if err != nil {
@@ -369,5 +369,38 @@ func assertMode(t *testing.T, path string, want os.FileMode) {
 	}
 	if got := info.Mode().Perm(); got != want {
 		t.Errorf("%s mode %o, want %o", path, got, want)
+	}
+}
+
+// TestStopEndsQEMU: Stop (Ctrl+Alt+Del) makes the guest kernel reboot, which -no-reboot turns
+// into the end of the QEMU process.
+func TestStopEndsQEMU(t *testing.T) {
+	e := newEnv(t)
+	d := e.driver(guest.ParamAckTimeout+"=5m", func(string, string) (io.WriteCloser, error) { return &refusingSink{}, nil })
+	reg := e.register("qemu-stop")
+	const id = "vm-stop"
+	var tokenRead atomic.Bool
+	ctx := t.Context()
+	if err := d.Create(ctx, spec(id, 2, e, reg, func() { tokenRead.Store(true) })); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	t.Cleanup(func() { d.Destroy(context.Background(), id) }) //nolint:errcheck,gosec // best effort after a failure
+	if err := d.Start(ctx, id); err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	// Up and waiting for an acknowledgement that will not come before the stop.
+	eventually(t, 4*time.Minute, "the guest to take its token", tokenRead.Load)
+	if st, err := d.State(ctx, id); err != nil || st != driver.StateRunning {
+		t.Fatalf("state = %s, %v; want running", st, err)
+	}
+	if err := d.Stop(ctx, id); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	eventually(t, 2*time.Minute, "QEMU to end after the stop", func() bool {
+		st, _ := d.State(ctx, id)
+		return st == driver.StateStopped
+	})
+	if err := d.Destroy(ctx, id); err != nil {
+		t.Fatalf("destroy: %v", err)
 	}
 }
