@@ -49,6 +49,8 @@ fmt: ## Format the Go code.
 .PHONY: test
 test: verify lint test-binaries ## Everything CI runs: generated files, lint, and every test.
 	KUBEBUILDER_ASSETS="$$(hack/build-test-binaries.sh)" $(GO) test $(GO_TEST_FLAGS) ./...
+	@# The image tests build without the race detector (see hack/images/images_test.go).
+	$(GO) test -count=1 -timeout=30m ./hack/images/
 	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
 FUZZTIME ?= 1m

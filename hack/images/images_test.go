@@ -1,3 +1,9 @@
+// The race detector makes assembling and reading back two platforms' layers (gzip, SHA-256
+// over tens of megabytes) take over half an hour on two cores, and these tests share no memory
+// between goroutines worth checking; `make test` runs this package once more without -race.
+//
+//go:build !race
+
 package main
 
 import (

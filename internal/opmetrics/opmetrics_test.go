@@ -22,6 +22,7 @@ import (
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jobwatch"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/opmetrics"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/webhook"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/webhookforward"
 )
 
 // describing wraps a registry and keeps the name of every metric registered through it, even
@@ -62,6 +63,9 @@ func TestEveryMetricIsDocumented(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := jobwatch.NewPrometheusTimings(reg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := webhookforward.NewResultsCounter(reg); err != nil {
 		t.Fatal(err)
 	}
 	registered := slices.Compact(slices.Sorted(slices.Values(reg.names)))

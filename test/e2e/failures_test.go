@@ -506,7 +506,9 @@ func TestRejectedPodEndsItsRunnerWithTheReason(t *testing.T) {
 		if err := w.cluster.Client.Get(ctx, client.ObjectKeyFromObject(pool), pool); err != nil {
 			return err
 		}
+		// Without a daemon, the job's label runs on the runner itself (the host scheme).
 		pool.Spec.DinD.Mode = v1alpha1.DinDNone
+		pool.Spec.Labels = []string{"docker:host"}
 		return w.cluster.Client.Update(ctx, pool)
 	}); err != nil {
 		t.Fatal(err)
