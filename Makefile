@@ -96,6 +96,11 @@ images: ## Build the images (linux/amd64, linux/arm64) as OCI layouts and tarbal
 	$(GO) run ./hack/images build -binaries "$(IMAGE_BINARIES)" -platforms "$(IMAGE_PLATFORMS)" \
 		-version "$(VERSION)" -commit "$(COMMIT)" -source-date-epoch "$(SOURCE_DATE_EPOCH)" -out $(BIN)/images
 
+.PHONY: release-version
+release-version: ## Before tagging a release: make release-version VERSION=v1.2.3 sets the chart's appVersion to it.
+	@echo "$(VERSION)" | grep -Eq '^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$$' || { echo "release-version: VERSION must be vMAJOR.MINOR.PATCH, got $(VERSION)" >&2; exit 1; }
+	sed -i 's/^appVersion: .*/appVersion: "$(VERSION)"/' $(CHART)/Chart.yaml
+
 .PHONY: push
 push: images ## Push the images and their SBOMs: make push IMAGE_REPO=registry.example.com/brooktrails.
 	@[ -n "$(IMAGE_REPO)" ] || { echo "push: set IMAGE_REPO, e.g. make push IMAGE_REPO=registry.example.com/brooktrails" >&2; exit 1; }

@@ -10,7 +10,9 @@ package install
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -295,5 +297,32 @@ func TestChartWiresSentryOnlyWhenAsked(t *testing.T) {
 	}
 	if e, _ := env["SENTRY_ENVIRONMENT"].(map[string]any); e == nil || e["value"] != "staging" {
 		t.Errorf("SENTRY_ENVIRONMENT is %v, want staging", env["SENTRY_ENVIRONMENT"])
+	}
+}
+
+// releaseTag is the release tag HEAD carries, if any: `git describe --tags --exact-match`.
+func releaseTag(t *testing.T) (string, bool) {
+	t.Helper()
+	out, err := exec.Command("git", "-C", repoRoot(t), "describe", "--tags", "--exact-match", "HEAD").Output()
+	if err != nil {
+		return "", false
+	}
+	return strings.TrimSpace(string(out)), true
+}
+
+// The chart's appVersion is the image tag it deploys and what --version prints there: a
+// release version always, and on a tagged commit the tag itself, which `make images` stamps into
+// the binary and uses as the image's tag (`make release-version VERSION=<tag>` sets it).
+func TestChartAppVersionIsTheRelease(t *testing.T) {
+	ch, err := loader.Load(chartDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := ch.Metadata.AppVersion
+	if !regexp.MustCompile(`^v[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$`).MatchString(app) {
+		t.Fatalf("the chart's appVersion %q is not a release version vMAJOR.MINOR.PATCH", app)
+	}
+	if tag, ok := releaseTag(t); ok && tag != app {
+		t.Errorf("HEAD is tagged %s but the chart deploys %s: run make release-version VERSION=%s before tagging", tag, app, tag)
 	}
 }
