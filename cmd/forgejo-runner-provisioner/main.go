@@ -56,6 +56,7 @@ type options struct {
 	minLease, defaultLease, maxLease  time.Duration
 	reapInterval                      time.Duration
 	tlsRecheck                        time.Duration
+	showVersion                       bool
 }
 
 func parse(args []string) (*options, error) {
@@ -96,9 +97,13 @@ func parse(args []string) (*options, error) {
 	fs.DurationVar(&o.defaultLease, "default-lease", 10*time.Minute, "lease when a request names none")
 	fs.DurationVar(&o.maxLease, "max-lease", 2*time.Hour, "longest lease granted")
 	fs.DurationVar(&o.reapInterval, "reap-interval", 15*time.Second, "how often lapsed leases and exited VMs are looked for")
+	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	fs.DurationVar(&o.tlsRecheck, "tls-recheck", 10*time.Second, "how long TLS files read last are used before a handshake reads them again")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
+	}
+	if o.showVersion {
+		return o, nil
 	}
 	var problems []string
 	if o.certFile == "" || o.keyFile == "" || o.caFile == "" {
@@ -142,6 +147,10 @@ func main() {
 		}
 		log.Error(err, "invalid flags")
 		os.Exit(2)
+	}
+	if o.showVersion {
+		fmt.Println(version.String("forgejo-runner-provisioner"))
+		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

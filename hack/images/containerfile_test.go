@@ -88,13 +88,21 @@ func finalStage(t *testing.T, dt []byte) instructions.Stage {
 // shape (distroless static, nonroot), user, entrypoint, binary path and labels, compiled the
 // same way.
 func TestContainerfile(t *testing.T) {
-	const binary = "forgejo-runner-operator"
-	dt, err := os.ReadFile("../../Containerfile")
+	for file, binary := range map[string]string{
+		"Containerfile":             "forgejo-runner-operator",
+		"Containerfile.provisioner": "forgejo-runner-provisioner",
+	} {
+		t.Run(file, func(t *testing.T) { checkContainerfile(t, file, binary) })
+	}
+}
+
+func checkContainerfile(t *testing.T, file, binary string) {
+	dt, err := os.ReadFile("../../" + file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if findings := lint(t, "Containerfile", dt); len(findings) > 0 {
-		t.Errorf("Containerfile:\n%s", strings.Join(findings, "\n"))
+	if findings := lint(t, file, dt); len(findings) > 0 {
+		t.Errorf("%s:\n%s", file, strings.Join(findings, "\n"))
 	}
 
 	final := finalStage(t, dt)

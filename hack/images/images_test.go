@@ -541,3 +541,49 @@ func keys[V any](m map[string]V) []string {
 	slices.Sort(out)
 	return out
 }
+
+// The provisioner, the project's second binary, gets an image of the same shape: its own
+// entrypoint, the same user, and the version it is tagged with. One platform is enough here:
+// what is per platform is tested on the operator's image.
+func TestProvisionerImage(t *testing.T) {
+	if _, err := os.Stat(debianCABundle); err != nil {
+		t.Fatalf("the images carry Debian's CA bundle (apt-get install ca-certificates): %v", err)
+	}
+	const binary = "forgejo-runner-provisioner"
+	platform := "linux/" + runtime.GOARCH
+	opts := testOptions(filepath.Join(t.TempDir(), "provisioner"))
+	opts.Binaries, opts.Platforms = []string{binary}, []string{platform}
+	bs, err := Build(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bs) != 1 || bs[0].Binary != binary {
+		t.Fatalf("built %+v, want the provisioner's image", bs)
+	}
+	img := platformImages(t, bs[0].Layout)[platform]
+	if img == nil {
+		t.Fatalf("no %s image", platform)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cf.Config.User != "65532:65532" || !slices.Equal(cf.Config.Entrypoint, []string{"/usr/local/bin/" + binary}) {
+		t.Errorf("user %q, entrypoint %q", cf.Config.User, cf.Config.Entrypoint)
+	}
+	if cf.Config.Labels[annTitle] != binary {
+		t.Errorf("title label %q, want %s", cf.Config.Labels[annTitle], binary)
+	}
+	e := extract(t, img)["usr/local/bin/"+binary]
+	bin := filepath.Join(t.TempDir(), binary)
+	if err := os.WriteFile(bin, e.data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "-version").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s -version: %v\n%s", bin, err, out)
+	}
+	if want := fmt.Sprintf("%s %s (commit %s, ", binary, testVersion, testCommit); !strings.HasPrefix(string(out), want) {
+		t.Errorf("%s -version printed %q, want it to start with %q", binary, out, want)
+	}
+}
