@@ -28,3 +28,24 @@ func StartForTest(tb testing.TB, opts Options) *Cluster {
 	})
 	return c
 }
+
+// RunWithAPIServer is a TestMain body for packages whose tests share one kube-apiserver (with
+// etcd and the project's CRDs): it starts it, hands it to use, runs the tests and stops it,
+// keeping its logs when a test failed. It returns the exit code for os.Exit.
+func RunWithAPIServer(m *testing.M, use func(*Cluster)) int {
+	c, err := Start(context.Background(), Options{APIServerOnly: true})
+	if err != nil {
+		println("start kube-apiserver:", err.Error())
+		return 1
+	}
+	use(c)
+	code := m.Run()
+	if code != 0 {
+		c.KeepLogs()
+		println("kube-apiserver logs kept in", c.Dir)
+	}
+	if err := c.Stop(); err != nil {
+		println("stop kube-apiserver:", err.Error())
+	}
+	return code
+}

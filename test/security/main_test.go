@@ -4,7 +4,6 @@
 package security
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -21,25 +20,7 @@ import (
 var apiServer *cluster.Cluster
 
 func TestMain(m *testing.M) {
-	os.Exit(runWithAPIServer(m))
-}
-
-func runWithAPIServer(m *testing.M) int {
-	c, err := cluster.Start(context.Background(), cluster.Options{APIServerOnly: true})
-	if err != nil {
-		println("start kube-apiserver:", err.Error())
-		return 1
-	}
-	apiServer = c
-	code := m.Run()
-	if code != 0 {
-		c.KeepLogs()
-		println("kube-apiserver logs kept in", c.Dir)
-	}
-	if err := c.Stop(); err != nil {
-		println("stop kube-apiserver:", err.Error())
-	}
-	return code
+	os.Exit(cluster.RunWithAPIServer(m, func(c *cluster.Cluster) { apiServer = c }))
 }
 
 // render builds the kustomization config/<dir> as `kubectl apply -k` would.
