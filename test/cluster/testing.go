@@ -2,8 +2,13 @@ package cluster
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	"sigs.k8s.io/yaml"
 )
 
 // StartForTest starts a simulated cluster for one test (or one package, from TestMain through
@@ -48,4 +53,23 @@ func RunWithAPIServer(m *testing.M, use func(*Cluster)) int {
 		println("stop kube-apiserver:", err.Error())
 	}
 	return code
+}
+
+// ManagerRole is the ClusterRole `make generate` writes to config/rbac/role.yaml from the
+// operator's RBAC markers: the rights the operator ships with.
+func ManagerRole(tb testing.TB) rbacv1.ClusterRole {
+	tb.Helper()
+	root, err := RepoRoot()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(root, "config", "rbac", "role.yaml"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var role rbacv1.ClusterRole
+	if err := yaml.Unmarshal(data, &role); err != nil {
+		tb.Fatalf("config/rbac/role.yaml: %v", err)
+	}
+	return role
 }

@@ -24,7 +24,6 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	v1alpha1 "git.brooktrails.org/brooktrails/forgejo-runner-operator/api/v1alpha1"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejosim"
@@ -344,14 +343,7 @@ func checkDefaults(t *testing.T, objs []*unstructured.Unstructured) {
 		t.Error("the pod may run as root")
 	}
 	// The ClusterRole is the generated one, rule for rule.
-	var generated rbacv1.ClusterRole
-	data, err := os.ReadFile(filepath.Join(repoRoot(t), "config", "rbac", "role.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := yaml.Unmarshal(data, &generated); err != nil {
-		t.Fatal(err)
-	}
+	generated := cluster.ManagerRole(t)
 	var rendered rbacv1.ClusterRole
 	convert(t, find(t, objs, "ClusterRole", "forgejo-runner-operator-manager"), &rendered)
 	if !reflect.DeepEqual(rendered.Rules, generated.Rules) {

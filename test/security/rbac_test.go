@@ -2,17 +2,13 @@ package security
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/test/cluster"
 )
@@ -30,18 +26,7 @@ var clusterScoped = map[string]bool{"tokenreviews": true, "subjectaccessreviews"
 // as that role and nothing more.
 func codeNeeds(t *testing.T) []access {
 	t.Helper()
-	root, err := cluster.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(filepath.Join(root, "config", "rbac", "role.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var role rbacv1.ClusterRole
-	if err := yaml.Unmarshal(data, &role); err != nil {
-		t.Fatal(err)
-	}
+	role := cluster.ManagerRole(t)
 	var out []access
 	for _, rule := range role.Rules {
 		for _, g := range rule.APIGroups {
