@@ -73,16 +73,26 @@ func (f *Factory) CleanupClient(ctx context.Context, pool *v1alpha1.RunnerPool) 
 	if err == nil || !errors.Is(err, ErrTokenSecret) {
 		return c, false, err
 	}
+	c, kerr := f.KeptClient(ctx, pool)
+	if kerr != nil {
+		return nil, false, fmt.Errorf("%w; and %w", err, kerr)
+	}
+	return c, true, nil
+}
+
+// KeptClient returns a client with the copy of the token the pool keeps for deleting its
+// registrations (see package tokenkeep), for a caller whose Client failed on the token Secret.
+func (f *Factory) KeptClient(ctx context.Context, pool *v1alpha1.RunnerPool) (*forgejo.Client, error) {
 	var secret corev1.Secret
-	if kerr := f.Reader.Get(ctx, types.NamespacedName{Namespace: pool.Namespace, Name: tokenkeep.Name(pool)}, &secret); kerr != nil {
-		return nil, false, fmt.Errorf("%w; and its kept copy: %w", err, kerr)
+	if err := f.Reader.Get(ctx, types.NamespacedName{Namespace: pool.Namespace, Name: tokenkeep.Name(pool)}, &secret); err != nil {
+		return nil, fmt.Errorf("read the pool's kept token copy: %w", err)
 	}
 	token, ok := tokenkeep.Token(&secret, pool)
 	if !ok {
-		return nil, false, fmt.Errorf("%w; and Secret %s is not the pool's kept copy", err, secret.Name)
+		return nil, fmt.Errorf("secret %s is not the pool's kept token copy", secret.Name)
 	}
-	c, _, err = f.clientWith(pool, token)
-	return c, err == nil, err
+	c, _, err := f.clientWith(pool, token)
+	return c, err
 }
 
 func (f *Factory) clientWith(pool *v1alpha1.RunnerPool, token string) (*forgejo.Client, jobwatch.Connection, error) {

@@ -178,15 +178,13 @@ func (r *Reconciler) forgejoClient(ctx context.Context, runner *v1alpha1.Runner,
 	}
 	leaving := !runner.DeletionTimestamp.IsZero() || ended(runner)
 	if leaving && poolErr == nil && errors.Is(err, poolconn.ErrTokenSecret) {
-		c, kept, kerr := r.Forgejo.CleanupClient(ctx, pool)
-		if kerr == nil && kept {
+		c, kerr := r.Forgejo.KeptClient(ctx, pool)
+		if kerr == nil {
 			logf.FromContext(ctx).Info("the pool's token Secret cannot be read; deregistering with the copy the pool keeps for that",
 				"runner", runner.Name, "reason", err.Error())
 			return c, nil
 		}
-		if kerr != nil {
-			err = kerr
-		}
+		err = fmt.Errorf("%w; and %w", err, kerr)
 	}
 	if leaving && (poolErr != nil || errors.Is(err, poolconn.ErrTokenSecret)) {
 		if c, ok := r.Clients.Last(poolUID); ok {
