@@ -7,6 +7,7 @@ package driver
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // Spec is what a driver needs to make one VM.
@@ -25,6 +26,27 @@ type Spec struct {
 	// it); OnGuestConfigRead is called after it was read.
 	Guest             GuestConfig
 	OnGuestConfigRead func()
+	// OnGuestEvent, when set, is told of the guest's milestones; it must not block.
+	OnGuestEvent func(GuestEvent)
+}
+
+// GuestEventKind names a milestone of a guest.
+type GuestEventKind string
+
+const (
+	// GuestLogOpen: the guest's init is up and its log stream was acknowledged.
+	GuestLogOpen GuestEventKind = "log-stream-open"
+	// GuestRunnerStarted: the init started forgejo-runner.
+	GuestRunnerStarted GuestEventKind = "runner-started"
+	// GuestRunnerExited: the runner ended, with ExitCode; the guest powers off next.
+	GuestRunnerExited GuestEventKind = "runner-exited"
+)
+
+// GuestEvent is a milestone the guest reported, timed when the host read it.
+type GuestEvent struct {
+	Kind     GuestEventKind
+	ExitCode int
+	Time     time.Time
 }
 
 // GuestConfig is what the guest's init needs to start forgejo-runner. The guest reads it once
@@ -73,4 +95,7 @@ type Driver interface {
 	State(ctx context.Context, id string) (State, error)
 	// ConsoleLog is the path of the file the guest's console is written to.
 	ConsoleLog(id string) (string, error)
+	// Reattach connects again to a running VM an earlier run of the provisioner made (its
+	// console and log stream), after State said it runs; onEvent is as Spec.OnGuestEvent.
+	Reattach(ctx context.Context, id string, onEvent func(GuestEvent)) error
 }

@@ -22,6 +22,13 @@ const (
 	// LogAck is the provisioner's answer once the hello was written to the VM's log: the sink
 	// works, so the runner's output will be kept. Without it the guest never starts the runner.
 	LogAck = "ACK"
+	// LogEvent starts a line the init writes at a milestone the provisioner records (figures and
+	// the event log): "EVENT runner-started" once the runner process started, "EVENT
+	// runner-exited <code>" when it ended. The runner's own output reaches the port prefixed
+	// "runner: ", so it cannot be taken for one.
+	LogEvent           = "EVENT"
+	EventRunnerStarted = "runner-started"
+	EventRunnerExited  = "runner-exited"
 )
 
 // Kernel command line parameters the init reads. None carries a secret: the command line is

@@ -295,6 +295,19 @@ func (d *Driver) State(ctx context.Context, id string) (driver.State, error) {
 	return driver.StateRunning, nil
 }
 
+// Reattach implements driver.Driver. The console goes from Firecracker's standard output to
+// its file without the provisioner, so only the process is checked.
+func (d *Driver) Reattach(ctx context.Context, id string, _ func(driver.GuestEvent)) error {
+	st, err := d.State(ctx, id)
+	if err != nil {
+		return err
+	}
+	if st != driver.StateRunning {
+		return fmt.Errorf("reattach VM %s: %s: %w", id, st, driver.ErrNotFound)
+	}
+	return nil
+}
+
 // ConsoleLog implements driver.Driver.
 func (d *Driver) ConsoleLog(id string) (string, error) {
 	if err := validID(id); err != nil {

@@ -31,6 +31,7 @@ import (
 
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/driver"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/guest"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/guestlog"
 )
 
 // Files in a VM's directory.
@@ -96,7 +97,7 @@ type Driver struct {
 // vm is what the driver holds in memory for a VM it made or adopted.
 type vm struct {
 	exited  chan struct{} // closed when the QEMU process it launched ended; nil when adopted
-	sink    *lineSink
+	sink    *guestlog.Sink
 	conns   []net.Conn
 	payload []byte
 }
@@ -190,7 +191,7 @@ func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 			return fmt.Errorf("restrict %s: %w", name, err)
 		}
 	}
-	return d.attach(spec.ID, v, spec.OnGuestConfigRead)
+	return d.attach(spec.ID, v, spec.OnGuestConfigRead, spec.OnGuestEvent)
 }
 
 // overlay makes the VM's disk: a qcow2 file whose backing file is the base, which QEMU opens
@@ -323,14 +324,16 @@ func (d *Driver) waitQMP(ctx context.Context, id string, v *vm) error {
 
 // attach connects the host ends of the VM's console and ports and starts relaying them. A VM
 // adopted after a restart is attached again without its token port (its guest has its token).
-func (d *Driver) attach(id string, v *vm, onRead func()) error {
-	sinkW, err := d.cfg.OpenSink(id, d.path(id, logName))
-	if err != nil {
+func (d *Driver) attach(id string, v *vm, onRead func(), onEvent func(driver.GuestEvent)) error {
+	log := d.cfg.Logger.WithValues("vm", id)
+	var s *guestlog.Sink
+	if w, err := d.cfg.OpenSink(id, d.path(id, logName)); err != nil {
 		// The VM runs without a sink: its guest gets no acknowledgement and starts no runner.
-		d.cfg.Logger.Error(err, "opening the VM's log sink", "vm", id)
-		sinkW = refusing{err}
+		log.Error(err, "opening the VM's log sink")
+		s = guestlog.Refusing(err, log)
+	} else {
+		s = guestlog.NewSink(w, log)
 	}
-	s := &lineSink{w: sinkW, log: d.cfg.Logger.WithValues("vm", id)}
 	dial := func(name string) (net.Conn, error) {
 		c, err := net.Dial("unix", d.path(id, name))
 		if err != nil {
@@ -361,8 +364,8 @@ func (d *Driver) attach(id string, v *vm, onRead func()) error {
 	d.mu.Lock()
 	v.sink, v.conns = s, conns
 	d.mu.Unlock()
-	go relayConsole(console, s)
-	go relayGuestLog(id, logc, s)
+	go guestlog.RelayConsole(console, s)
+	go guestlog.RelayGuest(logc, s, onEvent)
 	return nil
 }
 
@@ -400,74 +403,6 @@ func (d *Driver) serveToken(id string, v *vm, conn net.Conn, onRead func()) {
 	}
 }
 
-// relayConsole writes the serial console to the sink, line by line.
-func relayConsole(conn net.Conn, s *lineSink) {
-	defer conn.Close() //nolint:errcheck // ends with the VM
-	sc := bufio.NewScanner(conn)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		s.line("console| " + strings.TrimRight(sc.Text(), "\r")) //nolint:errcheck,gosec // logged by the sink
-	}
-}
-
-// relayGuestLog reads the guest's log stream. Its first line is the hello; the driver writes a
-// line for it to the sink and answers with the acknowledgement only if that write worked.
-func relayGuestLog(id string, conn net.Conn, s *lineSink) {
-	defer conn.Close() //nolint:errcheck // ends with the VM
-	sc := bufio.NewScanner(conn)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	first := true
-	for sc.Scan() {
-		text := strings.TrimRight(sc.Text(), "\r")
-		if first && strings.HasPrefix(text, guest.LogHello+" ") {
-			first = false
-			if err := s.line("provisioner| log stream open for " + strings.TrimPrefix(text, guest.LogHello+" ")); err != nil {
-				s.log.Error(err, "log sink refused the guest's log stream; not acknowledging, the runner will not start")
-				continue
-			}
-			if _, err := conn.Write([]byte(guest.LogAck + "\n")); err != nil {
-				s.log.Error(err, "acknowledging the guest's log stream", "vm", id)
-			}
-			continue
-		}
-		first = false
-		s.line("guest| " + text) //nolint:errcheck,gosec // logged by the sink
-	}
-}
-
-// lineSink writes whole lines to a VM's log, one writer at a time.
-type lineSink struct {
-	mu     sync.Mutex
-	w      io.WriteCloser
-	log    logr.Logger
-	failed bool
-}
-
-func (s *lineSink) line(text string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, err := io.WriteString(s.w, text+"\n")
-	if err != nil && !s.failed {
-		s.failed = true // logged once, not once per line
-		s.log.Error(err, "writing the VM's log")
-	}
-	if err != nil {
-		return fmt.Errorf("write VM log: %w", err)
-	}
-	return nil
-}
-
-func (s *lineSink) close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Close()
-}
-
-type refusing struct{ err error }
-
-func (r refusing) Write([]byte) (int, error) { return 0, r.err }
-func (r refusing) Close() error              { return nil }
-
 // Start implements driver.Driver: the paused guest runs.
 func (d *Driver) Start(ctx context.Context, id string) error {
 	if _, err := qmp(ctx, d.path(id, qmpName), "cont", nil); err != nil {
@@ -503,7 +438,7 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 		}
 		clear(v.payload)
 		if v.sink != nil {
-			v.sink.close() //nolint:errcheck,gosec // the file goes with the directory
+			v.sink.Close() //nolint:errcheck,gosec // the file goes with the directory
 		}
 	}
 	dir := d.Dir(id)
@@ -575,8 +510,7 @@ func (d *Driver) pid(id string) int {
 	return pid
 }
 
-// State implements driver.Driver. A running VM the driver holds nothing of (adopted after a
-// restart) has its console and log stream attached again.
+// State implements driver.Driver.
 func (d *Driver) State(ctx context.Context, id string) (driver.State, error) {
 	if err := validID(id); err != nil {
 		return "", err
@@ -598,18 +532,34 @@ func (d *Driver) State(ctx context.Context, id string) (driver.State, error) {
 	if st.Status == "prelaunch" {
 		return driver.StateCreated, nil
 	}
-	d.mu.Lock()
-	_, known := d.vms[id]
-	if !known {
-		d.vms[id] = &vm{}
-	}
-	d.mu.Unlock()
-	if !known {
-		if err := d.attach(id, d.vms[id], nil); err != nil {
-			d.cfg.Logger.Error(err, "attaching to an adopted VM", "vm", id)
-		}
-	}
 	return driver.StateRunning, nil
+}
+
+// Reattach implements driver.Driver: the console and the log port of a VM an earlier run made
+// are connected again (QEMU's socket servers take a new client once the old one is gone; the
+// guest's writes waited meanwhile). Its token port is gone: the guest has its token.
+func (d *Driver) Reattach(_ context.Context, id string, onEvent func(driver.GuestEvent)) error {
+	if err := validID(id); err != nil {
+		return err
+	}
+	if d.pid(id) == 0 {
+		return fmt.Errorf("reattach VM %s: %w", id, driver.ErrNotFound)
+	}
+	d.mu.Lock()
+	if _, known := d.vms[id]; known {
+		d.mu.Unlock()
+		return nil
+	}
+	v := &vm{}
+	d.vms[id] = v
+	d.mu.Unlock()
+	if err := d.attach(id, v, nil, onEvent); err != nil {
+		d.mu.Lock()
+		delete(d.vms, id)
+		d.mu.Unlock()
+		return fmt.Errorf("reattach VM %s: %w", id, err)
+	}
+	return nil
 }
 
 // ConsoleLog implements driver.Driver: the file holding the console and the guest's log stream.

@@ -126,6 +126,7 @@ func run() error {
 	if err != nil {
 		logw.printf("runner: %v", err)
 	}
+	logw.line(fmt.Sprintf("%s %s %d", guest.LogEvent, guest.EventRunnerExited, code))
 	logw.printf("runner exited with code %d; powering off", code)
 	logw.close()
 	return nil
@@ -363,6 +364,7 @@ func runRunner(bin string, cfg driver.GuestConfig, logw *logWriter) (int, error)
 		<-done
 		return -1, fmt.Errorf("start runner: %w", err)
 	}
+	logw.line(guest.LogEvent + " " + guest.EventRunnerStarted)
 	go func() {
 		<-ctx.Done()
 		if cmd.Process != nil {
