@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc"
 	"k8s.io/utils/clock"
 
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/jsonlog"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/driver"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/driver/firecracker"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/driver/qemu"
@@ -34,6 +35,7 @@ import (
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/server"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/state"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/vm"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/vmrecord"
 	pb "git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisionerpb/provisionerv1"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/version"
 )
@@ -56,6 +58,9 @@ type options struct {
 	minLease, defaultLease, maxLease  time.Duration
 	reapInterval                      time.Duration
 	tlsRecheck                        time.Duration
+	eventLog, eventLogFsync           string
+	eventLogMaxMiB                    int64
+	eventLogMaxFiles                  int
 	showVersion                       bool
 }
 
@@ -97,6 +102,10 @@ func parse(args []string) (*options, error) {
 	fs.DurationVar(&o.defaultLease, "default-lease", 10*time.Minute, "lease when a request names none")
 	fs.DurationVar(&o.maxLease, "max-lease", 2*time.Hour, "longest lease granted")
 	fs.DurationVar(&o.reapInterval, "reap-interval", 15*time.Second, "how often lapsed leases and exited VMs are looked for")
+	fs.StringVar(&o.eventLog, "event-log-path", "/var/lib/forgejo-runner-provisioner/events.jsonl", "every VM's lifecycle events as JSON lines (empty: none)")
+	fs.StringVar(&o.eventLogFsync, "event-log-fsync", string(jsonlog.FsyncInterval), "when the event log is flushed to disk: always, interval (every second) or never")
+	fs.Int64Var(&o.eventLogMaxMiB, "event-log-max-mib", 100, "size in MiB at which the event log is rotated to FILE.1, FILE.2, …; 0 never rotates")
+	fs.IntVar(&o.eventLogMaxFiles, "event-log-max-files", 5, "rotated event log files kept")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	fs.DurationVar(&o.tlsRecheck, "tls-recheck", 10*time.Second, "how long TLS files read last are used before a handshake reads them again")
 	if err := fs.Parse(args); err != nil {
@@ -123,6 +132,15 @@ func parse(args []string) (*options, error) {
 	}
 	if o.jailerBin != "" && (o.jailUID == 0 || o.jailGID == 0) {
 		problems = append(problems, "-jailer-uid and -jailer-gid must name an unprivileged user")
+	}
+	if _, err := jsonlog.ParseFsyncPolicy(o.eventLogFsync); err != nil {
+		problems = append(problems, "-event-log-fsync: "+err.Error())
+	}
+	if o.eventLogMaxMiB < 0 || o.eventLogMaxFiles < 1 {
+		problems = append(problems, "-event-log-max-mib must be 0 or more and -event-log-max-files at least 1")
+	}
+	if o.eventLog != "" && filepath.Clean(filepath.Dir(o.eventLog)) == filepath.Clean(o.stateDir) {
+		problems = append(problems, "-event-log-path must not be inside -state-dir (it holds only VM records)")
 	}
 	if len(problems) > 0 {
 		return nil, errors.New(strings.Join(problems, "; "))
@@ -200,6 +218,24 @@ func run(ctx context.Context, o *options, log logr.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), files.Expiry())
 
+	var eventLog jsonlog.Options
+	if o.eventLog != "" {
+		if err := os.MkdirAll(filepath.Dir(o.eventLog), 0o700); err != nil {
+			return fmt.Errorf("event log directory: %w", err)
+		}
+		eventLog = jsonlog.Options{Path: o.eventLog, Fsync: jsonlog.FsyncPolicy(o.eventLogFsync),
+			MaxSize: o.eventLogMaxMiB << 20, MaxFiles: o.eventLogMaxFiles}
+	}
+	rec, err := vmrecord.New(vmrecord.Options{EventLog: eventLog, Logger: log.WithName("events")}, reg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := rec.Close(); err != nil {
+			log.Error(err, "closing the event log")
+		}
+	}()
+
 	drv, err := newDriver(o, log)
 	if err != nil {
 		return err
@@ -210,10 +246,11 @@ func run(ctx context.Context, o *options, log logr.Logger) error {
 	}
 	vms, err := vm.New(vm.Config{Driver: drv, Store: store, Clock: clock.RealClock{}, ImageDir: filepath.Clean(o.imageDir),
 		VCPUs: uint32(o.vcpus), MemoryMiB: o.memoryMiB, //nolint:gosec // a host's vCPU count fits
-		MinLease: o.minLease, DefaultLease: o.defaultLease, MaxLease: o.maxLease, Logger: log.WithName("vm")})
+		MinLease: o.minLease, DefaultLease: o.defaultLease, MaxLease: o.maxLease, Logger: log.WithName("vm"), Events: rec.Observe})
 	if err != nil {
 		return err
 	}
+	reg.MustRegister(vmrecord.Capacity{VMs: vms})
 	if err := vms.Recover(ctx); err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,6 +53,27 @@ type host struct {
 	vms      *vm.Manager
 	srv      *grpc.Server
 	addr     string
+
+	eventsMu sync.Mutex
+	events   []vm.Event
+}
+
+// moments lists a VM's events as "Kind" or "Kind/Reason", in order.
+func (h *host) moments(id string) string {
+	h.eventsMu.Lock()
+	defer h.eventsMu.Unlock()
+	var out []string
+	for _, ev := range h.events {
+		if ev.Record.ID != id {
+			continue
+		}
+		m := string(ev.Kind)
+		if ev.Reason != "" {
+			m += "/" + ev.Reason
+		}
+		out = append(out, m)
+	}
+	return strings.Join(out, " ")
 }
 
 func newHost(t *testing.T) *host {
@@ -88,7 +110,8 @@ func (h *host) start() {
 		t.Fatal(err)
 	}
 	h.vms, err = vm.New(vm.Config{Driver: drv, Store: store, Clock: h.clock, ImageDir: h.imageDir, VCPUs: 4, MemoryMiB: 2048,
-		MinLease: time.Minute, DefaultLease: 5 * time.Minute, MaxLease: time.Hour, Logger: logr.Discard()})
+		MinLease: time.Minute, DefaultLease: 5 * time.Minute, MaxLease: time.Hour, Logger: logr.Discard(),
+		Events: func(ev vm.Event) { h.eventsMu.Lock(); h.events = append(h.events, ev); h.eventsMu.Unlock() }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,6 +351,14 @@ func TestLapsedLeasesAreReaped(t *testing.T) {
 	if entries, _ := os.ReadDir(h.stateDir); len(entries) != 0 {
 		t.Errorf("records left: %v", entries)
 	}
+	for id, want := range map[string]string{
+		lapsing.GetVm().GetId(): "Created Started Destroyed/LeaseLapsed",
+		kept.GetVm().GetId():    "Created Started Stopped Destroyed/LeaseLapsed",
+	} {
+		if got := h.moments(id); got != want {
+			t.Errorf("%s's events: %s, want %s", id, got, want)
+		}
+	}
 }
 
 func TestRestartAdoptsOrDestroys(t *testing.T) {
@@ -377,5 +408,14 @@ func TestRestartAdoptsOrDestroys(t *testing.T) {
 	again, err := a.CreateVM(ctx, createReq("adopted"))
 	if err != nil || again.GetCreated() || again.GetVm().GetId() != adopted.GetVm().GetId() {
 		t.Fatalf("retry after restart: %v, %v", again, err)
+	}
+	for id, want := range map[string]string{
+		adopted.GetVm().GetId():     "Created Started Adopted Adopted",
+		undelivered.GetVm().GetId(): "Created Started Destroyed/NotAdoptable",
+		crashed.GetVm().GetId():     "Created Started Destroyed/NotAdoptable",
+	} {
+		if got := h.moments(id); got != want {
+			t.Errorf("%s's events: %s, want %s", id, got, want)
+		}
 	}
 }

@@ -44,6 +44,11 @@ type Record struct {
 	CreateTime       time.Time `json:"createTime"`
 	LeaseExpireTime  time.Time `json:"leaseExpireTime"`
 	TokenDelivered   bool      `json:"tokenDelivered,omitempty"`
+	// The guest's milestones as the host saw them; zero until reached.
+	GuestReadyTime  time.Time `json:"guestReadyTime,omitzero"`
+	RunnerStartTime time.Time `json:"runnerStartTime,omitzero"`
+	RunnerExitTime  time.Time `json:"runnerExitTime,omitzero"`
+	RunnerExitCode  int       `json:"runnerExitCode,omitempty"`
 }
 
 // Phase is a record's place in a VM's life.

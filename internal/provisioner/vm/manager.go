@@ -46,6 +46,9 @@ type Config struct {
 	// Lease bounds: a request's lease is clamped to [MinLease, MaxLease], DefaultLease if unset.
 	MinLease, DefaultLease, MaxLease time.Duration
 	Logger                           logr.Logger
+	// Events, when set, is told of every VM's moments (figures and the event log); it is called
+	// without the manager's lock held and must not call back into the manager.
+	Events func(Event)
 }
 
 // CreateRequest is a create call, the caller's identity included.
@@ -74,6 +77,7 @@ type Capacity struct {
 	VCPUsTotal, VCPUsUsed         uint32
 	MemoryMiBTotal, MemoryMiBUsed uint64
 	VMs                           int
+	ByPhase                       map[state.Phase]int
 }
 
 // Manager keeps the VMs.
@@ -109,17 +113,28 @@ func (m *Manager) Recover(ctx context.Context) error {
 		r := records[i]
 		st, err := m.cfg.Driver.State(ctx, r.ID)
 		if err != nil {
+			m.driverError(r.ID, "state", err)
 			return fmt.Errorf("recover VM %s: %w", r.ID, err)
 		}
 		if st == driver.StateRunning && r.TokenDelivered && r.Driver == m.cfg.Driver.Name() {
 			m.mu.Lock()
 			m.vms[r.ID] = &r
 			m.mu.Unlock()
-			m.log.Info("adopted VM", "vm", r.ID, "pool", r.Owner.PoolNamespace+"/"+r.Owner.PoolName, "runner", r.Owner.RunnerName)
-			continue
+			rerr := m.cfg.Driver.Reattach(ctx, r.ID, m.onGuestEvent(r.ID))
+			if rerr == nil {
+				m.log.Info("adopted VM", "vm", r.ID, "pool", r.Owner.PoolNamespace+"/"+r.Owner.PoolName, "runner", r.Owner.RunnerName)
+				m.emit(Event{Kind: EventAdopted, Record: r})
+				continue
+			}
+			// Its logs could not be taken up again: a VM whose output is not kept is not kept.
+			m.driverError(r.ID, "reattach", rerr)
+			m.log.Error(rerr, "could not reattach to a running VM; destroying it", "vm", r.ID)
 		}
 		m.log.Info("destroying VM left by an earlier run", "vm", r.ID, "driverState", st, "tokenDelivered", r.TokenDelivered)
-		if err := m.destroy(ctx, r.ID); err != nil {
+		m.mu.Lock()
+		m.vms[r.ID] = &r
+		m.mu.Unlock()
+		if err := m.destroy(ctx, r.ID, ReasonRecovered); err != nil {
 			return fmt.Errorf("recover VM %s: %w", r.ID, err)
 		}
 	}
@@ -220,7 +235,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (rec state.Reco
 		return state.Record{}, false, err
 	}
 	m.vms[r.ID] = r
+	made := *r
 	m.mu.Unlock()
+	m.emit(Event{Kind: EventCreated, Time: now, Record: made})
 
 	log := m.log.WithValues("vm", r.ID, "pool", r.Owner.PoolNamespace+"/"+r.Owner.PoolName, "runner", r.Owner.RunnerName)
 	id := r.ID
@@ -229,26 +246,35 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (rec state.Reco
 		Guest: driver.GuestConfig{VMID: id, ForgejoURL: r.ForgejoURL, RegistrationUUID: r.RegistrationUUID,
 			Token: req.Token, Labels: r.Labels, JobHandle: r.JobHandle},
 		OnGuestConfigRead: func() { m.update(id, func(r *state.Record) { r.TokenDelivered = true }) },
+		OnGuestEvent:      m.onGuestEvent(id),
 	}
+	op := "create"
 	err = m.cfg.Driver.Create(ctx, spec)
 	if err == nil {
+		op = "start"
 		err = m.cfg.Driver.Start(ctx, id)
 	}
+	var after state.Record
 	if err != nil {
-		log.Error(err, "creating VM failed")
+		log.Error(err, "creating VM failed", "operation", op)
+		m.driverError(id, op, err)
 		// What the driver made goes now; the record stays, failed, until deleted or its lease
 		// lapses, so the caller can see why.
 		if derr := m.cfg.Driver.Destroy(context.WithoutCancel(ctx), id); derr != nil {
 			log.Error(derr, "cleaning up after a failed create")
+			m.driverError(id, "destroy", derr)
 		}
-		m.update(id, func(r *state.Record) { r.Phase, r.Message = state.PhaseFailed, err.Error() })
+		m.update(id, func(r *state.Record) { r.Phase, r.Message = state.PhaseFailed, err.Error(); after = *r })
+		m.emit(Event{Kind: EventFailed, Record: after, Reason: op, Message: err.Error()})
 	} else {
 		m.update(id, func(r *state.Record) {
 			if r.Phase == state.PhaseCreating {
 				r.Phase = state.PhaseRunning
 			}
+			after = *r
 		})
 		log.Info("VM started", "vcpus", r.VCPUs, "memoryMiB", r.MemoryMiB)
+		m.emit(Event{Kind: EventStarted, Record: after})
 	}
 	got, gerr := m.Get(req.Owner.Operator, id)
 	if gerr != nil {
@@ -312,19 +338,27 @@ func (m *Manager) Delete(ctx context.Context, operator, id string) error {
 		return err
 	}
 	m.log.Info("deleting VM", "vm", id, "operator", operator)
-	return m.destroy(ctx, id)
+	return m.destroy(ctx, id, ReasonDeleted)
 }
 
 // destroy removes a VM from the host, then its record. The record goes last: if destroying
 // fails, the VM is still known and tried again.
-func (m *Manager) destroy(ctx context.Context, id string) error {
+func (m *Manager) destroy(ctx context.Context, id, reason string) error {
 	if err := m.cfg.Driver.Destroy(ctx, id); err != nil {
+		m.driverError(id, "destroy", err)
 		return fmt.Errorf("destroy VM %s: %w", id, err)
 	}
 	m.mu.Lock()
+	r := m.vms[id]
 	delete(m.vms, id)
 	m.mu.Unlock()
-	return m.cfg.Store.Delete(id)
+	if err := m.cfg.Store.Delete(id); err != nil {
+		return err
+	}
+	if r != nil {
+		m.emit(Event{Kind: EventDestroyed, Record: *r, Reason: reason})
+	}
+	return nil
 }
 
 // Renew extends the leases of an operator's VMs named by ids (all of the operator's when ids is
@@ -367,8 +401,9 @@ func (m *Manager) Capacity() Capacity {
 }
 
 func (m *Manager) capacityLocked() Capacity {
-	c := Capacity{VCPUsTotal: m.cfg.VCPUs, MemoryMiBTotal: m.cfg.MemoryMiB, VMs: len(m.vms)}
+	c := Capacity{VCPUsTotal: m.cfg.VCPUs, MemoryMiBTotal: m.cfg.MemoryMiB, VMs: len(m.vms), ByPhase: map[state.Phase]int{}}
 	for _, r := range m.vms {
+		c.ByPhase[r.Phase]++
 		if r.Phase == state.PhaseFailed || r.Phase == state.PhaseStopped {
 			continue // nothing of it runs
 		}
@@ -415,7 +450,7 @@ func (m *Manager) Reap(ctx context.Context) {
 	sort.Strings(lapsed)
 	for _, id := range lapsed {
 		m.log.Info("lease lapsed; destroying VM", "vm", id)
-		if err := m.destroy(ctx, id); err != nil {
+		if err := m.destroy(ctx, id, ReasonLeaseLapsed); err != nil {
 			m.log.Error(err, "reaping VM", "vm", id)
 		}
 	}
@@ -423,11 +458,19 @@ func (m *Manager) Reap(ctx context.Context) {
 		st, err := m.cfg.Driver.State(ctx, id)
 		if err != nil {
 			m.log.Error(err, "reading VM state", "vm", id)
+			m.driverError(id, "state", err)
 			continue
 		}
 		if st == driver.StateStopped || st == driver.StateGone {
 			m.log.Info("VM process gone", "vm", id, "driverState", st)
-			m.update(id, func(r *state.Record) { r.Phase, r.Message = state.PhaseStopped, "the hypervisor process ended" })
+			var rec state.Record
+			m.update(id, func(r *state.Record) {
+				r.Phase, r.Message = state.PhaseStopped, "the hypervisor process ended"
+				rec = *r
+			})
+			if rec.ID != "" {
+				m.emit(Event{Kind: EventStopped, Record: rec, Message: rec.Message})
+			}
 		}
 	}
 }
