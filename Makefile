@@ -10,6 +10,7 @@ COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS := -X $(MODULE)/internal/version.Version=$(VERSION) -X $(MODULE)/internal/version.Commit=$(COMMIT)
 CONTROLLER_GEN := $(BIN)/controller-gen
 GOLANGCI_LINT := $(BIN)/golangci-lint
+BUF := $(BIN)/buf
 GO_TEST_FLAGS ?= -race -count=1 -timeout=30m
 
 .PHONY: all
@@ -69,8 +70,21 @@ verify: ## Fail when generated files are stale, code is unformatted or go.mod is
 	hack/verify.sh
 
 .PHONY: lint
-lint: $(GOLANGCI_LINT) ## Run golangci-lint.
+lint: $(GOLANGCI_LINT) proto-lint ## Run golangci-lint, and buf on the provisioner's API (proto-lint).
 	$(GOLANGCI_LINT) run ./...
+
+# buf.yaml says what buf checks (proto/provisioner only) and why; hack/install-buf downloads the
+# pinned buf from the npm registry and checks its sha512 (quick when bin/buf is that version).
+.PHONY: proto-lint
+proto-lint: ## Lint the provisioner's API and check it for breaking changes against its baseline (buf).
+	$(GO) run ./hack/install-buf -bin $(BIN) >/dev/null
+	$(BUF) lint
+	$(BUF) breaking --against proto/provisioner/v1/baseline.txtpb
+
+.PHONY: proto-baseline
+proto-baseline: ## After a deliberate change to the provisioner's API, make it the baseline proto-lint checks against.
+	$(GO) run ./hack/install-buf -bin $(BIN) >/dev/null
+	$(BUF) build --exclude-source-info -o proto/provisioner/v1/baseline.txtpb
 
 ##@ Benchmarks
 
