@@ -231,5 +231,15 @@ func toProto(r state.Record) *pb.VM {
 			RunnerName: r.Owner.RunnerName},
 		State: phases[r.Phase], Message: r.Message, TokenDelivered: r.TokenDelivered,
 		CreateTime: timestamppb.New(r.CreateTime), LeaseExpireTime: timestamppb.New(r.LeaseExpireTime),
+		GuestReadyTime: timestamp(r.GuestReadyTime), RunnerStartTime: timestamp(r.RunnerStartTime),
+		RunnerExitTime: timestamp(r.RunnerExitTime), RunnerExitCode: int32(r.RunnerExitCode), //nolint:gosec // an exit code fits
 	}
+}
+
+// timestamp leaves a moment not reached yet unset.
+func timestamp(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
 }

@@ -323,6 +323,15 @@ type VM struct {
 	LeaseExpireTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=lease_expire_time,json=leaseExpireTime,proto3" json:"lease_expire_time,omitempty"`
 	// token_delivered is set once the guest has read its runner token.
 	TokenDelivered bool `protobuf:"varint,11,opt,name=token_delivered,json=tokenDelivered,proto3" json:"token_delivered,omitempty"`
+	// guest_ready_time is when the guest's init was up with its log stream acknowledged: from
+	// then on its output is kept. Unset until then.
+	GuestReadyTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=guest_ready_time,json=guestReadyTime,proto3" json:"guest_ready_time,omitempty"`
+	// runner_start_time is when the guest started forgejo-runner. Unset until then.
+	RunnerStartTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=runner_start_time,json=runnerStartTime,proto3" json:"runner_start_time,omitempty"`
+	// runner_exit_time and runner_exit_code say when and how the runner ended (the guest powers
+	// off next). Unset until then.
+	RunnerExitTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=runner_exit_time,json=runnerExitTime,proto3" json:"runner_exit_time,omitempty"`
+	RunnerExitCode int32                  `protobuf:"varint,15,opt,name=runner_exit_code,json=runnerExitCode,proto3" json:"runner_exit_code,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -432,6 +441,34 @@ func (x *VM) GetTokenDelivered() bool {
 		return x.TokenDelivered
 	}
 	return false
+}
+
+func (x *VM) GetGuestReadyTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.GuestReadyTime
+	}
+	return nil
+}
+
+func (x *VM) GetRunnerStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RunnerStartTime
+	}
+	return nil
+}
+
+func (x *VM) GetRunnerExitTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RunnerExitTime
+	}
+	return nil
+}
+
+func (x *VM) GetRunnerExitCode() int32 {
+	if x != nil {
+		return x.RunnerExitCode
+	}
+	return 0
 }
 
 type CreateVMRequest struct {
@@ -1187,7 +1224,7 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"\x0epool_namespace\x18\x02 \x01(\tR\rpoolNamespace\x12\x1b\n" +
 	"\tpool_name\x18\x03 \x01(\tR\bpoolName\x12\x1f\n" +
 	"\vrunner_name\x18\x04 \x01(\tR\n" +
-	"runnerName\"\xd5\x03\n" +
+	"runnerName\"\xd3\x05\n" +
 	"\x02VM\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
 	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey\x12*\n" +
@@ -1201,7 +1238,11 @@ const file_provisioner_v1_provisioner_proto_rawDesc = "" +
 	"createTime\x12F\n" +
 	"\x11lease_expire_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\x0fleaseExpireTime\x12'\n" +
-	"\x0ftoken_delivered\x18\v \x01(\bR\x0etokenDelivered\"\xa8\x02\n" +
+	"\x0ftoken_delivered\x18\v \x01(\bR\x0etokenDelivered\x12D\n" +
+	"\x10guest_ready_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x0eguestReadyTime\x12F\n" +
+	"\x11runner_start_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x0frunnerStartTime\x12D\n" +
+	"\x10runner_exit_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\x0erunnerExitTime\x12(\n" +
+	"\x10runner_exit_code\x18\x0f \x01(\x05R\x0erunnerExitCode\"\xa8\x02\n" +
 	"\x0fCreateVMRequest\x12'\n" +
 	"\x0fidempotency_key\x18\x01 \x01(\tR\x0eidempotencyKey\x12*\n" +
 	"\x04spec\x18\x02 \x01(\v2\x16.provisioner.v1.VMSpecR\x04spec\x12.\n" +
@@ -1307,34 +1348,37 @@ var file_provisioner_v1_provisioner_proto_depIdxs = []int32{
 	0,  // 3: provisioner.v1.VM.state:type_name -> provisioner.v1.VMState
 	19, // 4: provisioner.v1.VM.create_time:type_name -> google.protobuf.Timestamp
 	19, // 5: provisioner.v1.VM.lease_expire_time:type_name -> google.protobuf.Timestamp
-	1,  // 6: provisioner.v1.CreateVMRequest.spec:type_name -> provisioner.v1.VMSpec
-	2,  // 7: provisioner.v1.CreateVMRequest.runner:type_name -> provisioner.v1.Runner
-	3,  // 8: provisioner.v1.CreateVMRequest.owner:type_name -> provisioner.v1.Owner
-	20, // 9: provisioner.v1.CreateVMRequest.lease_duration:type_name -> google.protobuf.Duration
-	4,  // 10: provisioner.v1.CreateVMResponse.vm:type_name -> provisioner.v1.VM
-	4,  // 11: provisioner.v1.GetVMResponse.vm:type_name -> provisioner.v1.VM
-	4,  // 12: provisioner.v1.ListVMsResponse.vms:type_name -> provisioner.v1.VM
-	20, // 13: provisioner.v1.RenewLeasesRequest.lease_duration:type_name -> google.protobuf.Duration
-	4,  // 14: provisioner.v1.RenewLeasesResponse.vms:type_name -> provisioner.v1.VM
-	5,  // 15: provisioner.v1.ProvisionerService.CreateVM:input_type -> provisioner.v1.CreateVMRequest
-	7,  // 16: provisioner.v1.ProvisionerService.GetVM:input_type -> provisioner.v1.GetVMRequest
-	9,  // 17: provisioner.v1.ProvisionerService.ListVMs:input_type -> provisioner.v1.ListVMsRequest
-	11, // 18: provisioner.v1.ProvisionerService.DeleteVM:input_type -> provisioner.v1.DeleteVMRequest
-	13, // 19: provisioner.v1.ProvisionerService.RenewLeases:input_type -> provisioner.v1.RenewLeasesRequest
-	15, // 20: provisioner.v1.ProvisionerService.StreamLogs:input_type -> provisioner.v1.StreamLogsRequest
-	17, // 21: provisioner.v1.ProvisionerService.GetCapacity:input_type -> provisioner.v1.GetCapacityRequest
-	6,  // 22: provisioner.v1.ProvisionerService.CreateVM:output_type -> provisioner.v1.CreateVMResponse
-	8,  // 23: provisioner.v1.ProvisionerService.GetVM:output_type -> provisioner.v1.GetVMResponse
-	10, // 24: provisioner.v1.ProvisionerService.ListVMs:output_type -> provisioner.v1.ListVMsResponse
-	12, // 25: provisioner.v1.ProvisionerService.DeleteVM:output_type -> provisioner.v1.DeleteVMResponse
-	14, // 26: provisioner.v1.ProvisionerService.RenewLeases:output_type -> provisioner.v1.RenewLeasesResponse
-	16, // 27: provisioner.v1.ProvisionerService.StreamLogs:output_type -> provisioner.v1.StreamLogsResponse
-	18, // 28: provisioner.v1.ProvisionerService.GetCapacity:output_type -> provisioner.v1.GetCapacityResponse
-	22, // [22:29] is the sub-list for method output_type
-	15, // [15:22] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	19, // 6: provisioner.v1.VM.guest_ready_time:type_name -> google.protobuf.Timestamp
+	19, // 7: provisioner.v1.VM.runner_start_time:type_name -> google.protobuf.Timestamp
+	19, // 8: provisioner.v1.VM.runner_exit_time:type_name -> google.protobuf.Timestamp
+	1,  // 9: provisioner.v1.CreateVMRequest.spec:type_name -> provisioner.v1.VMSpec
+	2,  // 10: provisioner.v1.CreateVMRequest.runner:type_name -> provisioner.v1.Runner
+	3,  // 11: provisioner.v1.CreateVMRequest.owner:type_name -> provisioner.v1.Owner
+	20, // 12: provisioner.v1.CreateVMRequest.lease_duration:type_name -> google.protobuf.Duration
+	4,  // 13: provisioner.v1.CreateVMResponse.vm:type_name -> provisioner.v1.VM
+	4,  // 14: provisioner.v1.GetVMResponse.vm:type_name -> provisioner.v1.VM
+	4,  // 15: provisioner.v1.ListVMsResponse.vms:type_name -> provisioner.v1.VM
+	20, // 16: provisioner.v1.RenewLeasesRequest.lease_duration:type_name -> google.protobuf.Duration
+	4,  // 17: provisioner.v1.RenewLeasesResponse.vms:type_name -> provisioner.v1.VM
+	5,  // 18: provisioner.v1.ProvisionerService.CreateVM:input_type -> provisioner.v1.CreateVMRequest
+	7,  // 19: provisioner.v1.ProvisionerService.GetVM:input_type -> provisioner.v1.GetVMRequest
+	9,  // 20: provisioner.v1.ProvisionerService.ListVMs:input_type -> provisioner.v1.ListVMsRequest
+	11, // 21: provisioner.v1.ProvisionerService.DeleteVM:input_type -> provisioner.v1.DeleteVMRequest
+	13, // 22: provisioner.v1.ProvisionerService.RenewLeases:input_type -> provisioner.v1.RenewLeasesRequest
+	15, // 23: provisioner.v1.ProvisionerService.StreamLogs:input_type -> provisioner.v1.StreamLogsRequest
+	17, // 24: provisioner.v1.ProvisionerService.GetCapacity:input_type -> provisioner.v1.GetCapacityRequest
+	6,  // 25: provisioner.v1.ProvisionerService.CreateVM:output_type -> provisioner.v1.CreateVMResponse
+	8,  // 26: provisioner.v1.ProvisionerService.GetVM:output_type -> provisioner.v1.GetVMResponse
+	10, // 27: provisioner.v1.ProvisionerService.ListVMs:output_type -> provisioner.v1.ListVMsResponse
+	12, // 28: provisioner.v1.ProvisionerService.DeleteVM:output_type -> provisioner.v1.DeleteVMResponse
+	14, // 29: provisioner.v1.ProvisionerService.RenewLeases:output_type -> provisioner.v1.RenewLeasesResponse
+	16, // 30: provisioner.v1.ProvisionerService.StreamLogs:output_type -> provisioner.v1.StreamLogsResponse
+	18, // 31: provisioner.v1.ProvisionerService.GetCapacity:output_type -> provisioner.v1.GetCapacityResponse
+	25, // [25:32] is the sub-list for method output_type
+	18, // [18:25] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_provisioner_v1_provisioner_proto_init() }

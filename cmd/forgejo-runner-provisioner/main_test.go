@@ -1,0 +1,35 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// Bad flags are refused before anything starts, with a message that names what to fix.
+func TestParseRefusesBadFlags(t *testing.T) {
+	good := []string{"-tls-cert", "c.pem", "-tls-key", "k.pem", "-tls-client-ca", "ca.pem", "-allowed-clients", "spiffe://x/op",
+		"-memory-mib", "1024", "-state-dir", "/var/lib/p/state"}
+	if _, err := parse(good); err != nil {
+		t.Fatalf("good flags refused: %v", err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-memory-mib", "1024"}, "-tls-cert, -tls-key and -tls-client-ca are required"},
+		{append(good[:6:6], "-memory-mib", "1024"), "-allowed-clients is required"},
+		{append(good, "-driver", "cloud-hypervisor"), `-driver "cloud-hypervisor"`},
+		{append(good, "-qemu-forward", "10.0.2.100:3000=127.0.0.1:3000"), "-qemu-forward needs -driver qemu"},
+		{append(good, "-memory-mib", "0"), "-memory-mib must be above zero"},
+		{append(good, "-jailer", "/usr/bin/jailer"), "-jailer-uid and -jailer-gid"},
+		{append(good, "-event-log-fsync", "sometimes"), "-event-log-fsync"},
+		{append(good, "-event-log-max-files", "0"), "-event-log-max-files at least 1"},
+		{append(good, "-event-log-path", "/var/lib/p/state/events.jsonl"), "must not be inside -state-dir"},
+		{append(good, "-qemu-forward", "nonsense"), "want GUEST=HOST"},
+	} {
+		_, err := parse(tc.args)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("parse(%q) = %v; want an error containing %q", tc.args, err, tc.want)
+		}
+	}
+}
