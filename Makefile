@@ -92,6 +92,12 @@ proto-baseline: ## After a deliberate change to the provisioner's API, make it t
 bench: ## Time a burst of jobs through the operator and print figures (flags: BENCH_ARGS="-jobs 20 -poll 1s -json").
 	KUBEBUILDER_ASSETS="$$(hack/build-test-binaries.sh)" $(GO) run ./hack/bench $(BENCH_ARGS)
 
+VMS ?= 4
+.PHONY: bench-vm
+bench-vm: ## Boot VMS real VMs under QEMU one after another, then all at once, and print boot-time p50/p95.
+	hack/install-vm-tools.sh
+	$(GO) test -run '^$$' -bench '^BenchmarkBoot$$' -benchtime $(VMS)x -timeout 60m ./internal/provisioner/driver/qemu
+
 ##@ Build
 
 .PHONY: build

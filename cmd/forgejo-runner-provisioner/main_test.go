@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -31,5 +32,36 @@ func TestParseRefusesBadFlags(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("parse(%q) = %v; want an error containing %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// The sample systemd unit's command line is one this binary accepts, and the unit keeps the
+// VMs alive across a restart of the provisioner (which adopts them).
+func TestSystemdUnitStaysInStepWithTheFlags(t *testing.T) {
+	data, err := os.ReadFile("../../config/provisioner/forgejo-runner-provisioner.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := strings.ReplaceAll(string(data), "\\\n", " ")
+	var exec []string
+	keys := map[string]string{}
+	for _, line := range strings.Split(unit, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), "=")
+		if !ok || strings.HasPrefix(k, "#") {
+			continue
+		}
+		keys[k] = v
+		if k == "ExecStart" {
+			exec = strings.Fields(v)
+		}
+	}
+	if len(exec) < 2 || !strings.HasSuffix(exec[0], "/forgejo-runner-provisioner") {
+		t.Fatalf("ExecStart = %q", exec)
+	}
+	if _, err := parse(exec[1:]); err != nil {
+		t.Errorf("the unit's flags are refused: %v", err)
+	}
+	if keys["KillMode"] != "process" {
+		t.Errorf("KillMode=%q: stopping the service would kill the VMs it should adopt after a restart", keys["KillMode"])
 	}
 }
