@@ -3,13 +3,24 @@
 // socket only the hypervisor's user may connect to). Nothing is written to disk; after the first
 // connection the listener is closed and the payload dropped, so the token is on the host only
 // until the guest has taken it.
+//
+// The payload is written as soon as the connection is accepted: over vsock a connection exists
+// only once the guest made it. The guest's request line (guest.TokenRequest, which it sends on
+// every transport) is read after the payload only so that the connection is closed with nothing
+// left unread: a Unix socket closed with unread data resets its peer, which Firecracker would log
+// as a failed read and turn into a reset of the guest's connection.
 package guestchan
 
 import (
 	"errors"
+	"io"
 	"net"
 	"sync"
+	"time"
 )
+
+// drainWait bounds the wait for the guest's request line once the payload was written.
+const drainWait = time.Second
 
 // Channel serves one payload to the first connection.
 type Channel struct {
@@ -40,8 +51,19 @@ func Serve(ln net.Listener, payload []byte, onRead func()) *Channel {
 		if onRead != nil {
 			onRead()
 		}
+		drain(conn)
 	}()
 	return c
+}
+
+// drain says the payload is complete (the reader sees its end without waiting for the close)
+// and reads what the guest sent, until it closes or drainWait passed.
+func drain(conn net.Conn) {
+	if hc, ok := conn.(interface{ CloseWrite() error }); ok {
+		hc.CloseWrite() //nolint:errcheck,gosec // the close below ends it anyway
+	}
+	conn.SetReadDeadline(time.Now().Add(drainWait))  //nolint:errcheck,gosec // without one, the close comes after the guest's
+	io.Copy(io.Discard, io.LimitReader(conn, 4<<10)) //nolint:errcheck,gosec // the request, or nothing
 }
 
 // Close stops serving; a payload not yet read is dropped.
@@ -56,8 +78,8 @@ func (c *Channel) Close() error {
 	return err
 }
 
-// Wait waits until the payload was read or the channel closed, and returns why it ended (nil
-// when the guest read it).
+// Wait waits until the exchange is over (the payload written and the guest's request read, or
+// the channel closed), and returns why it ended (nil when the payload was written in full).
 func (c *Channel) Wait() error {
 	<-c.done
 	return c.err
