@@ -4,9 +4,19 @@
 // per-VM copy-on-write overlay), a network interface, a vsock device, then InstanceStart;
 // SendCtrlAltDel to stop.
 //
-// The runner token reaches the guest over the vsock device: the guest connects to the host's
-// port GuestConfigPort and reads its configuration once (internal/provisioner/guestchan). The
-// token is never sent to Firecracker's API, never on the kernel command line, never in a file.
+// The guest talks to the provisioner over the vsock device, dialling the host (CID 2): on port
+// GuestConfigPort it reads its configuration once (internal/provisioner/guestchan), runner token
+// included; on port GuestLogPort it streams its log, which the driver acknowledges only once it
+// can keep it (internal/provisioner/guestlog, "logs before work"). Firecracker connects each such
+// guest connection to the Unix socket <uds_path>_<port> in the VM's directory, where the driver
+// listens. The token is never sent to Firecracker's API, never on the kernel command line, never
+// in a file.
+//
+// The VM's log (vm.log, what ConsoleLog names) holds the serial console, which Firecracker writes
+// to its standard output, a file (console.log) the driver reads and copies line by line, and the
+// guest's log stream. A provisioner restart costs the VM nothing: Firecracker's output never goes
+// through the provisioner, and the guest dials its log stream again until a provisioner that
+// Reattached the VM answers.
 package firecracker
 
 import (
@@ -14,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -24,12 +35,16 @@ import (
 	"github.com/go-logr/logr"
 
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/driver"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/guest"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/guestchan"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/overlay"
 )
 
-// GuestConfigPort is the vsock port the guest connects to (host CID 2) for its configuration.
-const GuestConfigPort = 1024
+// Vsock ports the guest connects to (host CID 2): its configuration, once, and its log stream.
+const (
+	GuestConfigPort = guest.VsockConfigPort
+	GuestLogPort    = guest.VsockLogPort
+)
 
 // Files in a VM's directory (the jail's root when jailed). The names are what Firecracker is
 // given, relative to the directory, so that the same names work inside the jailer's chroot.
@@ -37,10 +52,13 @@ const (
 	apiSocketName = "firecracker.socket"
 	rootfsName    = "rootfs.ext4"
 	kernelName    = "vmlinux"
-	consoleName   = "console.log"
+	consoleName   = "console.log" // Firecracker's standard output and error: the serial console
 	loggerName    = "firecracker.log"
 	metricsName   = "metrics.json"
 	vsockName     = "v.sock"
+	// Made by the driver, not given to Firecracker.
+	logName           = "vm.log"         // the console's lines and the guest's log stream: ConsoleLog
+	consoleOffsetName = "console.offset" // how much of console.log is in vm.log
 )
 
 // DefaultBootArgs is the kernel command line by default: serial console for the log stream, reboot=k and panic=1 so a guest that
@@ -64,15 +82,21 @@ type Config struct {
 	BootArgs string
 	// SocketWait bounds the wait for a new Firecracker process's API socket.
 	SocketWait time.Duration
-	Logger     logr.Logger
+	// OpenSink opens where a VM's log goes (the console's lines and the guest's log stream); by
+	// default the file at path (vm.log in the VM's directory, 0600), which ConsoleLog names. The
+	// guest starts its runner only after a line was written to it.
+	OpenSink func(id, path string) (io.WriteCloser, error)
+	// ConsolePoll is how often the console file is read for new lines (default 200ms).
+	ConsolePoll time.Duration
+	Logger      logr.Logger
 }
 
 // Driver is the Firecracker driver.
 type Driver struct {
 	cfg Config
 
-	mu       sync.Mutex
-	channels map[string]*guestchan.Channel
+	mu  sync.Mutex
+	vms map[string]*vm
 }
 
 var _ driver.Driver = (*Driver)(nil)
@@ -91,12 +115,20 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.SocketWait == 0 {
 		cfg.SocketWait = 10 * time.Second
 	}
+	if cfg.ConsolePoll == 0 {
+		cfg.ConsolePoll = 200 * time.Millisecond
+	}
+	if cfg.OpenSink == nil {
+		cfg.OpenSink = func(_, path string) (io.WriteCloser, error) {
+			return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600) //nolint:gosec // under the VM's directory
+		}
+	}
 	if cfg.RunDir != "" {
 		if err := os.MkdirAll(cfg.RunDir, 0o700); err != nil {
 			return nil, fmt.Errorf("firecracker: create run directory: %w", err)
 		}
 	}
-	return &Driver{cfg: cfg, channels: map[string]*guestchan.Channel{}}, nil
+	return &Driver{cfg: cfg, vms: map[string]*vm{}}, nil
 }
 
 // Name implements driver.Driver.
@@ -192,44 +224,57 @@ func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 		}
 	}
 
-	// The host end of the guest's vsock port: Firecracker connects here when the guest dials
-	// CID 2, GuestConfigPort. Listen before the device exists, so no connection finds nobody.
-	if err := d.serveGuestConfig(spec); err != nil {
+	// The host ends of the guest's vsock ports: Firecracker connects to them when the guest
+	// dials CID 2. Listen before the device exists, so no connection finds nobody.
+	v, err := d.attach(spec.ID, spec.OnGuestEvent)
+	if err != nil {
+		return err
+	}
+	if err := d.serveGuestConfig(spec, v); err != nil {
 		return err
 	}
 	return api.put(ctx, "/vsock", map[string]any{"guest_cid": 3 + spec.Slot, "uds_path": d.apiPath(spec.ID, vsockName)})
 }
 
-func (d *Driver) serveGuestConfig(spec driver.Spec) error {
-	path := filepath.Join(d.Dir(spec.ID), fmt.Sprintf("%s_%d", vsockName, GuestConfigPort))
-	ln, err := net.Listen("unix", path)
+// listenGuest listens on the Unix socket Firecracker connects to when the guest dials host port
+// port. A socket file left by an earlier run of the provisioner (whose listener died with it)
+// is replaced.
+func (d *Driver) listenGuest(id string, port int) (*net.UnixListener, error) {
+	path := filepath.Join(d.Dir(id), fmt.Sprintf("%s_%d", vsockName, port))
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale guest socket: %w", err)
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
 	if err != nil {
-		return fmt.Errorf("listen for the guest: %w", err)
+		return nil, fmt.Errorf("listen for the guest on port %d: %w", port, err)
 	}
 	// Only the Firecracker process (its user, when jailed) may connect: anyone else on the host
-	// who could would read the token.
+	// who could would read the token, or write the VM's log.
 	if err := os.Chmod(path, 0o600); err != nil {
 		ln.Close() //nolint:errcheck,gosec // the chmod error is the one to report
-		return fmt.Errorf("restrict the guest socket: %w", err)
+		return nil, fmt.Errorf("restrict the guest socket: %w", err)
 	}
 	if d.cfg.Jailer != nil {
 		if err := os.Lchown(path, d.cfg.Jailer.UID, d.cfg.Jailer.GID); err != nil {
 			ln.Close() //nolint:errcheck,gosec // the chown error is the one to report
-			return fmt.Errorf("hand the guest socket to the jailer's user: %w", err)
+			return nil, fmt.Errorf("hand the guest socket to the jailer's user: %w", err)
 		}
+	}
+	return ln, nil
+}
+
+func (d *Driver) serveGuestConfig(spec driver.Spec, v *vm) error {
+	ln, err := d.listenGuest(spec.ID, GuestConfigPort)
+	if err != nil {
+		return err
 	}
 	payload, err := json.Marshal(spec.Guest)
 	if err != nil {
 		ln.Close() //nolint:errcheck,gosec // the encoding error is the one to report
 		return fmt.Errorf("encode guest config: %w", err)
 	}
-	ch := guestchan.Serve(ln, append(payload, '\n'), spec.OnGuestConfigRead)
-	d.mu.Lock()
-	if old := d.channels[spec.ID]; old != nil {
-		old.Close() //nolint:errcheck,gosec // replaced
-	}
-	d.channels[spec.ID] = ch
-	d.mu.Unlock()
+	// Served once; closing the listener then removes its socket: nobody can connect again.
+	v.setConfig(guestchan.Serve(ln, append(payload, '\n'), spec.OnGuestConfigRead))
 	return nil
 }
 
@@ -244,19 +289,21 @@ func (d *Driver) Stop(ctx context.Context, id string) error {
 	return d.client(id).put(ctx, "/actions", map[string]any{"action_type": "SendCtrlAltDel"})
 }
 
-// Destroy implements driver.Driver: the process is killed (a guest's shutdown is not waited
-// for: the VM is throwaway), the guest channel closed, the directory with the overlay, sockets
-// and logs removed.
+// Destroy implements driver.Driver: the guest's channels are closed (a configuration not yet
+// read is dropped; the listeners, log relays and console tail end), the process is killed (a
+// guest's shutdown is not waited for: the VM is throwaway), the directory with the overlay,
+// sockets and logs removed.
 func (d *Driver) Destroy(ctx context.Context, id string) error {
 	if err := validID(id); err != nil {
 		return err
 	}
 	d.mu.Lock()
-	if ch := d.channels[id]; ch != nil {
-		ch.Close() //nolint:errcheck,gosec // dropping the payload is the point
-		delete(d.channels, id)
-	}
+	v := d.vms[id]
+	delete(d.vms, id)
 	d.mu.Unlock()
+	if v != nil {
+		v.close()
+	}
 	dir := d.Dir(id)
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -295,9 +342,13 @@ func (d *Driver) State(ctx context.Context, id string) (driver.State, error) {
 	return driver.StateRunning, nil
 }
 
-// Reattach implements driver.Driver. The console goes from Firecracker's standard output to
-// its file without the provisioner, so only the process is checked.
-func (d *Driver) Reattach(ctx context.Context, id string, _ func(driver.GuestEvent)) error {
+// Reattach implements driver.Driver, for a running VM an earlier run of the provisioner made:
+// the console is read on from where the last run got to (console.offset), and the log socket
+// is listened on again. The guest's log connection broke when the last run ended (Firecracker
+// shuts down a guest connection whose host end closed); the guest dials again and resumes its
+// stream (guest.LogResume), its runner's output held back meanwhile. Its configuration socket is
+// not served again: the guest has its token.
+func (d *Driver) Reattach(ctx context.Context, id string, onEvent func(driver.GuestEvent)) error {
 	st, err := d.State(ctx, id)
 	if err != nil {
 		return err
@@ -305,15 +356,47 @@ func (d *Driver) Reattach(ctx context.Context, id string, _ func(driver.GuestEve
 	if st != driver.StateRunning {
 		return fmt.Errorf("reattach VM %s: %s: %w", id, st, driver.ErrNotFound)
 	}
+	d.mu.Lock()
+	_, known := d.vms[id]
+	d.mu.Unlock()
+	if known {
+		return nil
+	}
+	if _, err := d.attach(id, onEvent); err != nil {
+		return fmt.Errorf("reattach VM %s: %w", id, err)
+	}
 	return nil
 }
 
-// ConsoleLog implements driver.Driver.
+// Close lets go of every VM without touching it, as the provisioner's exit does: listeners, log
+// relays and console tails end, the socket files stay. The VMs run on; a Driver made again over
+// the same directories takes them up with Reattach. A guest configuration not yet read is dropped
+// (such a VM cannot be adopted: its token is gone).
+func (d *Driver) Close() error {
+	d.mu.Lock()
+	vms := d.vms
+	d.vms = map[string]*vm{}
+	d.mu.Unlock()
+	for _, v := range vms {
+		v.close()
+	}
+	return nil
+}
+
+// ConsoleLog implements driver.Driver: the VM's log, holding the serial console (copied from
+// console.log, with guestlog.ConsolePrefix) and the guest's log stream. What the console holds
+// when it is called is in the log before it returns.
 func (d *Driver) ConsoleLog(id string) (string, error) {
 	if err := validID(id); err != nil {
 		return "", err
 	}
-	path := filepath.Join(d.Dir(id), consoleName)
+	d.mu.Lock()
+	v := d.vms[id]
+	d.mu.Unlock()
+	if v != nil {
+		v.tail.catchUp() //nolint:errcheck,gosec // the log has what could be copied
+	}
+	path := filepath.Join(d.Dir(id), logName)
 	if _, err := os.Stat(path); err != nil {
 		return "", fmt.Errorf("%w: %s", driver.ErrNotFound, id)
 	}

@@ -1,82 +1,29 @@
-package firecracker
+package firecracker_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/driver"
-	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/driver/firecracker/fcstandin"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/driver/firecracker"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/driver/firecracker/fctest"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/guest"
 )
-
-// standInLauncher "runs" Firecracker as a stand-in API server per VM, in this process.
-type standInLauncher struct {
-	spec *fcstandin.Spec
-
-	mu       sync.Mutex
-	servers  map[string]*fcstandin.Server
-	launches []Launch
-}
-
-func (l *standInLauncher) Launch(_ context.Context, launch Launch) error {
-	srv := fcstandin.New(l.spec, launch.ID)
-	srv.OnAction(func(action string) {
-		if action == "InstanceStart" {
-			f, err := os.OpenFile(launch.Console, os.O_WRONLY|os.O_APPEND, 0)
-			if err == nil {
-				f.WriteString("Linux version 6.1 (stand-in)\n") //nolint:errcheck,gosec // console noise
-				f.Close()                                       //nolint:errcheck,gosec // console noise
-			}
-		}
-	})
-	if err := srv.Listen(launch.APISocket); err != nil {
-		return err
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.servers[launch.ID] = srv
-	l.launches = append(l.launches, launch)
-	return nil
-}
-
-func (l *standInLauncher) Kill(_ context.Context, id, _ string) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if srv := l.servers[id]; srv != nil {
-		return srv.Close()
-	}
-	return nil
-}
-
-func (l *standInLauncher) server(id string) *fcstandin.Server {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.servers[id]
-}
-
-func newLauncher(t *testing.T) *standInLauncher {
-	t.Helper()
-	spec, err := fcstandin.LoadSpec(filepath.Join("fcstandin", "testdata", "firecracker-api-v1.15.1.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &standInLauncher{spec: spec, servers: map[string]*fcstandin.Server{}}
-	t.Cleanup(func() {
-		for _, s := range l.servers {
-			s.Close() //nolint:errcheck,gosec // test teardown
-		}
-	})
-	return l
-}
 
 func images(t *testing.T) (kernel, rootfs string) {
 	t.Helper()
@@ -103,14 +50,144 @@ func spec(id, kernel, rootfs string, read func()) driver.Spec {
 	}
 }
 
-func TestLifecycleAgainstTheStandIn(t *testing.T) {
-	ctx := context.Background()
-	launcher := newLauncher(t)
-	run := t.TempDir()
-	d, err := New(Config{RunDir: run, Binary: "/usr/bin/firecracker", Launcher: launcher, TapPrefix: "fctap", Logger: logr.Discard()})
+// newDriver makes a driver whose Firecracker processes are the launcher's stand-ins; it lets go
+// of its VMs when the test ends, as a provisioner's exit does.
+func newDriver(t *testing.T, cfg firecracker.Config) *firecracker.Driver {
+	t.Helper()
+	if cfg.Binary == "" {
+		cfg.Binary = "/usr/bin/firecracker"
+	}
+	if cfg.ConsolePoll == 0 {
+		cfg.ConsolePoll = 20 * time.Millisecond
+	}
+	d, err := firecracker.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { d.Close() }) //nolint:errcheck,gosec // test teardown
+	return d
+}
+
+// events records what a VM's guest reported.
+type events struct {
+	mu   sync.Mutex
+	seen []driver.GuestEvent
+}
+
+func (e *events) on(ev driver.GuestEvent) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.seen = append(e.seen, ev)
+}
+
+func (e *events) String() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []string
+	for _, ev := range e.seen {
+		s := string(ev.Kind)
+		if ev.Kind == driver.GuestRunnerExited {
+			s += fmt.Sprintf("(%d)", ev.ExitCode)
+		}
+		out = append(out, s)
+	}
+	return strings.Join(out, " ")
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// eventuallyLog waits for the VM's log to be want.
+func eventuallyLog(t *testing.T, d *firecracker.Driver, id, want string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := readLog(t, d, id)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("VM log:\n%s\nwant:\n%s", got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func readLog(t *testing.T, d *firecracker.Driver, id string) string {
+	t.Helper()
+	p, err := d.ConsoleLog(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p) //nolint:gosec // the test's VM
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// guestLog plays a guest's log stream, connected as Firecracker relays the guest's connection
+// to host port GuestLogPort.
+type guestLog struct {
+	t    *testing.T
+	conn net.Conn
+	rd   *bufio.Reader
+}
+
+func openGuestLog(t *testing.T, l *fctest.Launcher, id string) *guestLog {
+	t.Helper()
+	conn, err := l.GuestConnect(id, firecracker.GuestLogPort)
+	if err != nil {
+		t.Fatalf("guest dials its log port: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() }) //nolint:errcheck,gosec // test teardown
+	return &guestLog{t: t, conn: conn, rd: bufio.NewReader(conn)}
+}
+
+func (g *guestLog) send(lines ...string) {
+	g.t.Helper()
+	for _, l := range lines {
+		if _, err := io.WriteString(g.conn, l+"\n"); err != nil {
+			g.t.Fatalf("guest writes %q: %v", l, err)
+		}
+	}
+}
+
+// answer is the host's next line, or the error that ended the wait.
+func (g *guestLog) answer(within time.Duration) (string, error) {
+	g.conn.SetReadDeadline(time.Now().Add(within)) //nolint:errcheck,gosec // a test connection
+	line, err := g.rd.ReadString('\n')
+	return strings.TrimRight(line, "\n"), err
+}
+
+func (g *guestLog) expectAck() {
+	g.t.Helper()
+	if line, err := g.answer(5 * time.Second); err != nil || line != guest.LogAck {
+		g.t.Fatalf("host answered %q, %v; want %s", line, err, guest.LogAck)
+	}
+}
+
+func (g *guestLog) expectNoAck() {
+	g.t.Helper()
+	line, err := g.answer(500 * time.Millisecond)
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		g.t.Fatalf("host answered %q, %v; want silence", line, err)
+	}
+}
+
+func TestLifecycleAgainstTheStandIn(t *testing.T) {
+	ctx := context.Background()
+	launcher := fctest.NewLauncher(t)
+	run := t.TempDir()
+	d := newDriver(t, firecracker.Config{RunDir: run, Launcher: launcher, TapPrefix: "fctap", Logger: logr.Discard()})
 	kernel, rootfs := images(t)
 	read := make(chan struct{})
 	if err := d.Create(ctx, spec("vm-a", kernel, rootfs, func() { close(read) })); err != nil {
@@ -119,6 +196,11 @@ func TestLifecycleAgainstTheStandIn(t *testing.T) {
 	if st, _ := d.State(ctx, "vm-a"); st != driver.StateCreated {
 		t.Errorf("state after create %q, want created", st)
 	}
+	dir := filepath.Join(run, "vm-a")
+	for name, want := range map[string]os.FileMode{".": 0o700, "rootfs.ext4": 0o600, "v.sock_1024": 0o600,
+		"v.sock_1025": 0o600, "vm.log": 0o600, "console.log": 0o600} {
+		assertMode(t, filepath.Join(dir, name), want)
+	}
 	if err := d.Start(ctx, "vm-a"); err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +208,7 @@ func TestLifecycleAgainstTheStandIn(t *testing.T) {
 		t.Errorf("state after start %q, want running", st)
 	}
 
-	srv := launcher.server("vm-a")
+	srv := launcher.Server("vm-a")
 	var saw []string
 	for _, r := range srv.Requests() {
 		saw = append(saw, r.Method+" "+r.Path)
@@ -142,25 +224,29 @@ func TestLifecycleAgainstTheStandIn(t *testing.T) {
 	}
 
 	// The guest dials CID 2 port 1024; Firecracker connects to <uds_path>_1024 for it.
-	conn, err := net.Dial("unix", filepath.Join(run, "vm-a", "v.sock_1024"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := io.ReadAll(conn)
-	conn.Close() //nolint:errcheck,gosec // read in full
+	data, err := launcher.ReadGuestConfig("vm-a")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var got driver.GuestConfig
-	if err := json.Unmarshal(data, &got); err != nil {
+	if err := json.Unmarshal([]byte(data), &got); err != nil {
 		t.Fatalf("guest config %q: %v", data, err)
 	}
 	if got.Token != token || got.JobHandle != "handle-1" {
 		t.Errorf("guest read %+v", got)
 	}
 	<-read
-	if _, err := net.Dial("unix", filepath.Join(run, "vm-a", "v.sock_1024")); err == nil {
+	if conn, err := launcher.GuestConnect("vm-a", firecracker.GuestConfigPort); err == nil {
+		conn.Close() //nolint:errcheck,gosec // should not exist
 		t.Error("the guest config could be read a second time")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "v.sock_1024")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the config socket is still there after the guest read it: %v", err)
+	}
+
+	// The console's line reaches the VM's log, which ConsoleLog names, as soon as it is asked for.
+	if log := readLog(t, d, "vm-a"); log != fctest.ConsoleLine {
+		t.Errorf("VM log %q, want %q", log, fctest.ConsoleLine)
 	}
 
 	// The token went nowhere else: not to Firecracker's API (boot args, MMDS, ...) and not
@@ -171,13 +257,6 @@ func TestLifecycleAgainstTheStandIn(t *testing.T) {
 		}
 	}
 	assertNoFileHolds(t, run, token)
-	info, err := os.Stat(filepath.Join(run, "vm-a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if perm := info.Mode().Perm(); perm != 0o700 {
-		t.Errorf("VM directory mode %o, want 700", perm)
-	}
 
 	if err := d.Stop(ctx, "vm-a"); err != nil {
 		t.Fatal(err)
@@ -194,20 +273,282 @@ func TestLifecycleAgainstTheStandIn(t *testing.T) {
 	if err := d.Destroy(ctx, "vm-a"); err != nil {
 		t.Errorf("a second destroy: %v", err)
 	}
-	base, _ := os.ReadFile(rootfs)
+	base, _ := os.ReadFile(rootfs) //nolint:gosec // the test's image
 	if string(base) != "base image" {
 		t.Errorf("base image changed: %q", base)
 	}
 }
 
-func TestDestroyBeforeTheGuestReadsDropsTheToken(t *testing.T) {
+// TestLogStreamBeforeWork: the guest's hello is written to the VM's log and only then
+// acknowledged; its lines land in the log after the console's, each with its source's prefix;
+// its milestones reach OnGuestEvent. Nothing of the token is in the log.
+func TestLogStreamBeforeWork(t *testing.T) {
 	ctx := context.Background()
-	launcher := newLauncher(t)
+	launcher := fctest.NewLauncher(t)
 	run := t.TempDir()
-	d, err := New(Config{RunDir: run, Binary: "firecracker", Launcher: launcher})
+	d := newDriver(t, firecracker.Config{RunDir: run, Launcher: launcher})
+	kernel, rootfs := images(t)
+	var evs events
+	s := spec("vm-l", kernel, rootfs, nil)
+	s.OnGuestEvent = evs.on
+	if err := d.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(ctx, "vm-l"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := launcher.ReadGuestConfig("vm-l"); err != nil {
+		t.Fatal(err)
+	}
+	g := openGuestLog(t, launcher, "vm-l")
+	g.send(guest.LogHello + " vm-l")
+	g.expectAck()
+	if log := readLog(t, d, "vm-l"); !strings.Contains(log, "provisioner| log stream open for vm-l\n") {
+		t.Fatalf("acknowledged before the hello was in the log:\n%s", log)
+	}
+	g.send("guest-init: log stream acknowledged",
+		guest.LogEvent+" "+guest.EventRunnerStarted,
+		"runner: task 1 picked up",
+		guest.LogEvent+" "+guest.EventRunnerExited+" 3",
+		guest.LogEvent+" runner-exploded") // not an event: a line
+	eventually(t, "the guest's events", func() bool { return evs.String() == "log-stream-open runner-started runner-exited(3)" })
+
+	want := fctest.ConsoleLine +
+		"provisioner| log stream open for vm-l\n" +
+		"guest| guest-init: log stream acknowledged\n" +
+		"provisioner| guest event: runner-started\n" +
+		"guest| runner: task 1 picked up\n" +
+		"provisioner| guest event: runner-exited 3\n" +
+		"guest| EVENT runner-exploded\n"
+	eventuallyLog(t, d, "vm-l", want)
+	assertNoFileHolds(t, run, token)
+}
+
+// refusingSink is a log sink that takes nothing.
+type refusingSink struct{}
+
+func (refusingSink) Write([]byte) (int, error) { return 0, errors.New("log sink refuses") }
+func (refusingSink) Close() error              { return nil }
+
+// TestRefusedSinkNeverAcknowledges: a VM whose log cannot be kept gets no acknowledgement,
+// neither for its hello nor for a resumed stream, so its guest never starts the runner; the
+// same when the sink could not even be opened.
+func TestRefusedSinkNeverAcknowledges(t *testing.T) {
+	for name, open := range map[string]func(string, string) (io.WriteCloser, error){
+		"refusing writes": func(string, string) (io.WriteCloser, error) { return refusingSink{}, nil },
+		"not opened":      func(string, string) (io.WriteCloser, error) { return nil, errors.New("disk full") },
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			launcher := fctest.NewLauncher(t)
+			d := newDriver(t, firecracker.Config{RunDir: t.TempDir(), Launcher: launcher, OpenSink: open})
+			kernel, rootfs := images(t)
+			var evs events
+			s := spec("vm-r", kernel, rootfs, nil)
+			s.OnGuestEvent = evs.on
+			if err := d.Create(ctx, s); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Start(ctx, "vm-r"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := launcher.ReadGuestConfig("vm-r"); err != nil {
+				t.Fatal(err)
+			}
+			g := openGuestLog(t, launcher, "vm-r")
+			g.send(guest.LogHello + " vm-r")
+			g.expectNoAck()
+			g2 := openGuestLog(t, launcher, "vm-r")
+			g2.send(guest.LogResume + " vm-r")
+			g2.expectNoAck()
+			if got := evs.String(); got != "" {
+				t.Errorf("events %q from an unacknowledged guest", got)
+			}
+		})
+	}
+}
+
+// TestReattachResumesTheLogStream: a provisioner ends (Close) while its VM runs; the guest's log
+// connection ends with it, and its dials find nobody. A new driver over the same directory
+// (the restarted provisioner) reattaches: the guest dials again, resumes its stream, and its
+// lines continue in the same log, after the console's lines written meanwhile, each copied once.
+func TestReattachResumesTheLogStream(t *testing.T) {
+	ctx := context.Background()
+	launcher := fctest.NewLauncher(t)
+	run := t.TempDir()
+	cfg := firecracker.Config{RunDir: run, Launcher: launcher}
+	d1 := newDriver(t, cfg)
+	kernel, rootfs := images(t)
+	var before events
+	s := spec("vm-re", kernel, rootfs, nil)
+	s.OnGuestEvent = before.on
+	if err := d1.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if err := d1.Start(ctx, "vm-re"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := launcher.ReadGuestConfig("vm-re"); err != nil {
+		t.Fatal(err)
+	}
+	g := openGuestLog(t, launcher, "vm-re")
+	g.send(guest.LogHello+" vm-re", guest.LogEvent+" "+guest.EventRunnerStarted)
+	g.expectAck()
+	g.send("runner: before the restart")
+	eventually(t, "the line before the restart", func() bool {
+		return strings.Contains(readLog(t, d1, "vm-re"), "guest| runner: before the restart\n")
+	})
+
+	// The provisioner exits. The guest's connection ends (Firecracker then shuts the guest's
+	// end down), and a dial while nobody listens fails (Firecracker resets the guest's).
+	if err := d1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := g.answer(5 * time.Second); !errors.Is(err, io.EOF) {
+		t.Fatalf("the guest's log connection outlived the provisioner: %q, %v", line, err)
+	}
+	if conn, err := launcher.GuestConnect("vm-re", firecracker.GuestLogPort); err == nil {
+		conn.Close() //nolint:errcheck,gosec // should not exist
+		t.Fatal("a guest dial was accepted while no provisioner ran")
+	}
+	console, err := os.OpenFile(filepath.Join(run, "vm-re", "console.log"), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	console.WriteString("written while the provisioner was away\n") //nolint:errcheck,gosec // the stand-in's console
+	console.Close()                                                 //nolint:errcheck,gosec // the stand-in's console
+
+	var after events
+	d2 := newDriver(t, cfg)
+	if err := d2.Reattach(ctx, "vm-re", after.on); err != nil {
+		t.Fatal(err)
+	}
+	if err := d2.Reattach(ctx, "vm-re", after.on); err != nil {
+		t.Errorf("a second reattach: %v", err)
+	}
+	assertMode(t, filepath.Join(run, "vm-re", "v.sock_1025"), 0o600)
+	g = openGuestLog(t, launcher, "vm-re")
+	g.send(guest.LogResume + " vm-re")
+	g.expectAck()
+	g.send("runner: after the restart", guest.LogEvent+" "+guest.EventRunnerExited+" 0")
+	eventually(t, "the exit reported to the new provisioner", func() bool { return after.String() == "runner-exited(0)" })
+	if got := before.String(); got != "log-stream-open runner-started" {
+		t.Errorf("events before the restart %q", got)
+	}
+
+	want := fctest.ConsoleLine +
+		"provisioner| log stream open for vm-re\n" +
+		"provisioner| guest event: runner-started\n" +
+		"guest| runner: before the restart\n" +
+		"console| written while the provisioner was away\n" +
+		"provisioner| log stream resumed for vm-re\n" +
+		"guest| runner: after the restart\n" +
+		"provisioner| guest event: runner-exited 0\n"
+	eventuallyLog(t, d2, "vm-re", want)
+	assertNoFileHolds(t, run, token)
+
+	if err := d2.Destroy(ctx, "vm-re"); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(run); len(entries) != 0 {
+		t.Errorf("destroy left %v", entries)
+	}
+}
+
+// TestReattachNeedsARunningVM: nothing to reattach to when the process is gone.
+func TestReattachNeedsARunningVM(t *testing.T) {
+	ctx := context.Background()
+	launcher := fctest.NewLauncher(t)
+	run := t.TempDir()
+	d1 := newDriver(t, firecracker.Config{RunDir: run, Launcher: launcher})
+	kernel, rootfs := images(t)
+	if err := d1.Create(ctx, spec("vm-x", kernel, rootfs, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d2 := newDriver(t, firecracker.Config{RunDir: run, Launcher: launcher})
+	// Created, never started: not running, so not adoptable.
+	if err := d2.Reattach(ctx, "vm-x", nil); !errors.Is(err, driver.ErrNotFound) {
+		t.Errorf("reattach to a VM never started: %v", err)
+	}
+	if err := d2.Start(ctx, "vm-x"); err != nil {
+		t.Fatal(err)
+	}
+	launcher.Exit("vm-x")
+	if err := d2.Reattach(ctx, "vm-x", nil); !errors.Is(err, driver.ErrNotFound) {
+		t.Errorf("reattach to a VM whose process exited: %v", err)
+	}
+	if err := d2.Reattach(ctx, "vm-none", nil); !errors.Is(err, driver.ErrNotFound) {
+		t.Errorf("reattach to no VM: %v", err)
+	}
+}
+
+// TestDestroyLeavesNothing: with the guest's log stream open, Destroy ends the connection, the
+// listener and the console tail, and removes every file: the sockets cannot be dialled, and no
+// goroutine of the VM's is left.
+func TestDestroyLeavesNothing(t *testing.T) {
+	ctx := context.Background()
+	launcher := fctest.NewLauncher(t)
+	run := t.TempDir()
+	d := newDriver(t, firecracker.Config{RunDir: run, Launcher: launcher})
+	kernel, rootfs := images(t)
+	if err := d.Create(ctx, spec("vm-d", kernel, rootfs, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(ctx, "vm-d"); err != nil {
+		t.Fatal(err)
+	}
+	g := openGuestLog(t, launcher, "vm-d")
+	g.send(guest.LogHello + " vm-d")
+	g.expectAck()
+	sockets := []string{filepath.Join(run, "vm-d", "v.sock_1024"), filepath.Join(run, "vm-d", "v.sock_1025")}
+
+	if err := d.Destroy(ctx, "vm-d"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(run, "vm-d")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("VM directory after destroy: %v", err)
+	}
+	for _, s := range sockets {
+		if conn, err := net.Dial("unix", s); err == nil {
+			conn.Close() //nolint:errcheck,gosec // should not exist
+			t.Errorf("%s accepted a connection after destroy", s)
+		}
+	}
+	if line, err := g.answer(5 * time.Second); !errors.Is(err, io.EOF) {
+		t.Errorf("the guest's log connection outlived the VM: %q, %v", line, err)
+	}
+	if launcher.Running() != 0 {
+		t.Error("the VM's process still runs")
+	}
+	if left := driverGoroutines(); left != "" {
+		t.Errorf("goroutines left after destroy:\n%s", left)
+	}
+}
+
+// driverGoroutines returns the stacks of goroutines running the driver's per-VM loops.
+func driverGoroutines() string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		for _, fn := range []string{"firecracker.(*vm).serveLog", "firecracker.(*consoleTail).follow", "firecracker.relay", "guestchan.Serve"} {
+			if strings.Contains(g, fn) {
+				out = append(out, g)
+				break
+			}
+		}
+	}
+	return strings.Join(out, "\n\n")
+}
+
+func TestDestroyBeforeTheGuestReadsDropsTheToken(t *testing.T) {
+	ctx := context.Background()
+	launcher := fctest.NewLauncher(t)
+	run := t.TempDir()
+	d := newDriver(t, firecracker.Config{RunDir: run, Binary: "firecracker", Launcher: launcher})
 	kernel, rootfs := images(t)
 	if err := d.Create(ctx, spec("vm-b", kernel, rootfs, func() { t.Error("config read after destroy") })); err != nil {
 		t.Fatal(err)
@@ -225,16 +566,13 @@ func TestDestroyBeforeTheGuestReadsDropsTheToken(t *testing.T) {
 
 func TestProcessGoneIsStopped(t *testing.T) {
 	ctx := context.Background()
-	launcher := newLauncher(t)
-	d, err := New(Config{RunDir: t.TempDir(), Binary: "firecracker", Launcher: launcher})
-	if err != nil {
-		t.Fatal(err)
-	}
+	launcher := fctest.NewLauncher(t)
+	d := newDriver(t, firecracker.Config{RunDir: t.TempDir(), Binary: "firecracker", Launcher: launcher})
 	kernel, rootfs := images(t)
 	if err := d.Create(ctx, spec("vm-c", kernel, rootfs, nil)); err != nil {
 		t.Fatal(err)
 	}
-	launcher.server("vm-c").Close() //nolint:errcheck,gosec // the process "exits"
+	launcher.Exit("vm-c") // the process "exits"
 	if st, _ := d.State(ctx, "vm-c"); st != driver.StateStopped {
 		t.Errorf("state %q, want stopped", st)
 	}
@@ -242,35 +580,42 @@ func TestProcessGoneIsStopped(t *testing.T) {
 
 func TestJailedPathsAreInsideTheChroot(t *testing.T) {
 	ctx := context.Background()
-	launcher := newLauncher(t)
+	launcher := fctest.NewLauncher(t)
 	base := t.TempDir()
-	j := &Jailer{Binary: "/usr/bin/jailer", ChrootBase: base, UID: os.Getuid(), GID: os.Getgid(), ParentCgroup: "forgejo-runner-vms"}
-	d, err := New(Config{Jailer: j, Binary: "/usr/bin/firecracker", Launcher: launcher})
-	if err != nil {
-		t.Fatal(err)
-	}
+	j := &firecracker.Jailer{Binary: "/usr/bin/jailer", ChrootBase: base, UID: os.Getuid(), GID: os.Getgid(), ParentCgroup: "forgejo-runner-vms"}
+	d := newDriver(t, firecracker.Config{Jailer: j, Launcher: launcher})
 	kernel, rootfs := images(t)
 	if err := d.Create(ctx, spec("vm-j", kernel, rootfs, nil)); err != nil {
 		t.Fatal(err)
 	}
 	root := filepath.Join(base, "firecracker", "vm-j", "root")
-	for _, name := range []string{"vmlinux", "rootfs.ext4", "firecracker.socket", "v.sock_1024"} {
+	for _, name := range []string{"vmlinux", "rootfs.ext4", "firecracker.socket", "v.sock_1024", "v.sock_1025", "vm.log"} {
 		if _, err := os.Stat(filepath.Join(root, name)); err != nil {
 			t.Errorf("jail lacks %s: %v", name, err)
 		}
 	}
-	for _, r := range launcher.server("vm-j").Requests() {
+	for _, r := range launcher.Server("vm-j").Requests() {
 		if strings.Contains(r.Body, base) {
 			t.Errorf("a host path reached the jailed Firecracker: %s %s", r.Path, r.Body)
 		}
 	}
-	argv := strings.Join(launcher.launches[0].Argv, " ")
+	argv := strings.Join(launcher.Launches()[0].Argv, " ")
 	for _, want := range []string{"--id vm-j", "--exec-file /usr/bin/firecracker", "--chroot-base-dir " + base,
 		"--cgroup-version 2", "--cgroup cpu.max=200000 100000", "--parent-cgroup forgejo-runner-vms", "-- --api-sock /firecracker.socket"} {
 		if !strings.Contains(argv, want) {
 			t.Errorf("jailer argv %q lacks %q", argv, want)
 		}
 	}
+	// The guest's connections, relayed from the chroot-relative uds_path, reach the driver.
+	if err := d.Start(ctx, "vm-j"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := launcher.ReadGuestConfig("vm-j"); err != nil {
+		t.Errorf("the jailed guest's configuration: %v", err)
+	}
+	g := openGuestLog(t, launcher, "vm-j")
+	g.send(guest.LogHello + " vm-j")
+	g.expectAck()
 	if err := d.Destroy(ctx, "vm-j"); err != nil {
 		t.Fatal(err)
 	}
@@ -286,6 +631,18 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+func assertMode(t *testing.T, path string, want os.FileMode) {
+	t.Helper()
+	info, err := os.Stat(path)
+	if err != nil {
+		t.Errorf("%s: %v", path, err)
+		return
+	}
+	if got := info.Mode().Perm(); got != want {
+		t.Errorf("%s mode %o, want %o", path, got, want)
+	}
 }
 
 func assertNoFileHolds(t *testing.T, root, secret string) {

@@ -1,0 +1,161 @@
+package firecracker
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/guestlog"
+)
+
+// Console lines: a line longer than maxConsoleLine is cut; an unfinished last line is copied as
+// it is once it has not grown for partialWait (a prompt, or the last words before a power-off).
+const (
+	maxConsoleLine = 64 << 10
+	partialWait    = time.Second
+)
+
+// consoleTail copies the serial console into the VM's log, line by line with
+// guestlog.ConsolePrefix. The console is Firecracker's standard output, a file the provisioner
+// only reads: Firecracker never writes into a pipe the provisioner holds, so a provisioner that
+// exits costs it nothing (no SIGPIPE, no blocked guest). How far the copy got is kept in
+// offsetPath, so the next run of the provisioner continues there: a line can be copied twice
+// (the run ended between writing it and saving the offset), none is skipped.
+type consoleTail struct {
+	path, offsetPath string
+	sink             *guestlog.Sink
+	log              logr.Logger
+
+	mu           sync.Mutex
+	halted       bool
+	offset       int64 // console bytes in the log
+	partial      int   // length of the unfinished last line at the last read
+	partialSince time.Time
+}
+
+func newConsoleTail(path, offsetPath string, sink *guestlog.Sink, log logr.Logger) *consoleTail {
+	t := &consoleTail{path: path, offsetPath: offsetPath, sink: sink, log: log}
+	if data, err := os.ReadFile(offsetPath); err == nil { //nolint:gosec // under the VM's directory
+		if off, perr := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64); perr == nil && off >= 0 {
+			t.offset = off
+		}
+	}
+	return t
+}
+
+// follow copies new lines every interval until stop is closed or the console file is gone.
+func (t *consoleTail) follow(stop <-chan struct{}, every time.Duration) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		if err := t.catchUp(); errors.Is(err, os.ErrNotExist) {
+			return // the VM's directory was removed
+		}
+	}
+}
+
+// halt stops copying: after it, catchUp does nothing.
+func (t *consoleTail) halt() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.halted = true
+}
+
+// catchUp copies the console's complete lines written since the last call.
+func (t *consoleTail) catchUp() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.halted {
+		return nil
+	}
+	f, err := os.Open(t.path)
+	if err != nil {
+		return fmt.Errorf("open console: %w", err)
+	}
+	defer f.Close() //nolint:errcheck // read-only
+	info, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat console: %w", err)
+	}
+	size := info.Size()
+	if size < t.offset {
+		t.offset, t.partial = 0, 0 // truncated: what is there now is new
+	}
+	if size == t.offset {
+		return nil
+	}
+	if _, err := f.Seek(t.offset, io.SeekStart); err != nil {
+		return fmt.Errorf("seek console: %w", err)
+	}
+	start := t.offset
+	rd := bufio.NewReaderSize(io.LimitReader(f, size-t.offset), maxConsoleLine)
+	for {
+		line, err := rd.ReadSlice('\n')
+		if err == nil {
+			t.emit(line[:len(line)-1], len(line))
+			continue
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			t.emit(line, len(line))
+			continue
+		}
+		if !errors.Is(err, io.EOF) {
+			t.log.Error(err, "reading the console")
+			break
+		}
+		switch {
+		case len(line) == 0:
+			t.partial = 0
+		case len(line) != t.partial:
+			t.partial, t.partialSince = len(line), time.Now() // perhaps still being written
+		case time.Since(t.partialSince) >= partialWait:
+			t.emit(line, len(line))
+		}
+		break
+	}
+	if t.offset != start {
+		t.save()
+	}
+	return nil
+}
+
+// emit writes one console line to the log; n console bytes are then copied.
+func (t *consoleTail) emit(text []byte, n int) {
+	t.sink.Line(guestlog.ConsolePrefix + strings.TrimRight(string(text), "\r")) //nolint:errcheck,gosec // logged by the sink
+	t.offset += int64(n)
+	t.partial = 0
+}
+
+// save writes the offset so that a crash leaves either the old or the new one.
+func (t *consoleTail) save() {
+	tmp, err := os.CreateTemp(filepath.Dir(t.offsetPath), filepath.Base(t.offsetPath)+".*") // 0600
+	if err == nil {
+		_, err = tmp.WriteString(strconv.FormatInt(t.offset, 10))
+		if cerr := tmp.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Rename(tmp.Name(), t.offsetPath)
+		}
+		if err != nil {
+			os.Remove(tmp.Name()) //nolint:errcheck,gosec // the first error is the one to report
+		}
+	}
+	if err != nil {
+		t.log.Error(err, "saving the console offset")
+	}
+}

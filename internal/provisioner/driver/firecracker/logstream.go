@@ -1,0 +1,222 @@
+package firecracker
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/driver"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/guest"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/guestchan"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/guestlog"
+)
+
+// vm is what the driver holds in memory for a VM it made or adopted: the host ends of the
+// guest's vsock ports, the VM's log sink and the tail of its console. None of it is needed for
+// the VM to run: a provisioner that exits drops it all (Close) and the next one makes it again
+// (Reattach).
+type vm struct {
+	sink *guestlog.Sink
+	tail *consoleTail
+	stop chan struct{}
+	wg   sync.WaitGroup // the log listener's accept loop, its relays, the console tail
+
+	mu      sync.Mutex
+	closing bool
+	config  *guestchan.Channel // nil once adopted
+	logLn   *net.UnixListener
+	conns   map[net.Conn]struct{}
+}
+
+// errAttached: the driver already holds the VM.
+var errAttached = errors.New("VM already attached")
+
+// attach opens the VM's log sink, starts copying its console into it and listens for the
+// guest's log stream. It is what Create and Reattach share.
+func (d *Driver) attach(id string, onEvent func(driver.GuestEvent)) (*vm, error) {
+	v := &vm{stop: make(chan struct{}), conns: map[net.Conn]struct{}{}}
+	d.mu.Lock()
+	if d.vms[id] != nil {
+		d.mu.Unlock()
+		return nil, fmt.Errorf("%s: %w", id, errAttached)
+	}
+	d.vms[id] = v // before the socket exists: a concurrent attach must not replace it
+	d.mu.Unlock()
+
+	log := d.cfg.Logger.WithValues("vm", id)
+	dir := d.Dir(id)
+	if w, err := d.cfg.OpenSink(id, filepath.Join(dir, logName)); err != nil {
+		// The VM runs without a sink: its guest gets no acknowledgement and starts no runner.
+		log.Error(err, "opening the VM's log sink")
+		v.sink = guestlog.Refusing(err, log)
+	} else {
+		v.sink = guestlog.NewSink(w, log)
+	}
+	v.tail = newConsoleTail(filepath.Join(dir, consoleName), filepath.Join(dir, consoleOffsetName), v.sink, log)
+	// What the console held while no provisioner ran goes first.
+	v.tail.catchUp() //nolint:errcheck,gosec // the tail goes on trying
+
+	ln, err := d.listenGuest(id, GuestLogPort)
+	if err != nil {
+		d.mu.Lock()
+		delete(d.vms, id)
+		d.mu.Unlock()
+		v.close()
+		return nil, err
+	}
+	// The socket file is the driver's to remove (Destroy removes the directory): a listener of
+	// an earlier Driver closed late must not take away the socket of the one serving now.
+	ln.SetUnlinkOnClose(false)
+	v.mu.Lock()
+	v.logLn = ln
+	v.mu.Unlock()
+	v.wg.Add(2)
+	go func() {
+		defer v.wg.Done()
+		v.tail.follow(v.stop, d.cfg.ConsolePoll)
+	}()
+	go func() {
+		defer v.wg.Done()
+		v.serveLog(ln, onEvent, log)
+	}()
+	return v, nil
+}
+
+func (v *vm) setConfig(ch *guestchan.Channel) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.config = ch
+}
+
+// serveLog relays each connection of the guest's log stream: one at a time in practice, a new
+// one after the guest's last broke.
+func (v *vm) serveLog(ln *net.UnixListener, onEvent func(driver.GuestEvent), log logr.Logger) {
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			log.Error(err, "accepting the guest's log stream")
+			select {
+			case <-v.stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+				continue
+			}
+		}
+		v.mu.Lock()
+		if v.closing {
+			v.mu.Unlock()
+			conn.Close() //nolint:errcheck,gosec // closing
+			return
+		}
+		v.conns[conn] = struct{}{}
+		v.wg.Add(1)
+		v.mu.Unlock()
+		go func() {
+			defer v.wg.Done()
+			relay(consoleFirst{Conn: conn, tail: v.tail}, v.sink, onEvent, log)
+			v.mu.Lock()
+			delete(v.conns, conn)
+			v.mu.Unlock()
+		}()
+	}
+}
+
+// close ends everything the driver holds of the VM and waits until it has ended: the
+// configuration channel (an unread payload is dropped), the log listener and its connections,
+// the console tail; then the sink is closed. Idempotent.
+func (v *vm) close() {
+	v.mu.Lock()
+	if v.closing {
+		v.mu.Unlock()
+		return
+	}
+	v.closing = true
+	config, ln := v.config, v.logLn
+	conns := make([]net.Conn, 0, len(v.conns))
+	for c := range v.conns {
+		conns = append(conns, c)
+	}
+	v.mu.Unlock()
+	if config != nil {
+		config.Close() //nolint:errcheck,gosec // dropping the payload is the point
+		config.Wait()  //nolint:errcheck,gosec // only waiting for its end
+	}
+	if ln != nil {
+		ln.Close() //nolint:errcheck,gosec // ending it is the point
+	}
+	close(v.stop)
+	for _, c := range conns {
+		c.Close() //nolint:errcheck,gosec // ending them is the point
+	}
+	v.wg.Wait()
+	if v.tail != nil {
+		v.tail.halt()
+	}
+	if v.sink != nil {
+		v.sink.Close() //nolint:errcheck,gosec // nothing writes to it any more
+	}
+}
+
+// relay serves one connection of the guest's log stream. A first line "RESUME <vm id>" (the
+// guest dialled again after its stream broke, guest.LogResume) is answered here as
+// guestlog.RelayGuest answers the hello: a line for it is written to the VM's log and
+// guest.LogAck sent only if that write worked; the stream is not reported open a second time.
+// Everything else, the hello included, is guestlog.RelayGuest's.
+//
+// RESUME belongs in guestlog.RelayGuest next to the hello; it is here because only this driver's
+// streams break (a virtio-serial port outlives its host connection).
+func relay(conn net.Conn, s *guestlog.Sink, onEvent func(driver.GuestEvent), log logr.Logger) {
+	rd := bufio.NewReaderSize(conn, 4<<10)
+	line, err := rd.ReadSlice('\n')
+	first := bytes.Clone(line) // ReadSlice's bytes are only good until the next read
+	if err == nil {
+		if id, ok := strings.CutPrefix(strings.TrimRight(string(first), "\r\n"), guest.LogResume+" "); ok {
+			first = nil
+			if lerr := s.Line(guestlog.ProvisionerPrefix + "log stream resumed for " + id); lerr != nil {
+				log.Error(lerr, "log sink refused the guest's resumed log stream; not acknowledging, the runner's output waits")
+			} else if _, werr := io.WriteString(conn, guest.LogAck+"\n"); werr != nil {
+				log.Error(werr, "acknowledging the guest's resumed log stream")
+			}
+		}
+	}
+	// What was read of another first line goes to RelayGuest as it came.
+	guestlog.RelayGuest(joined{r: io.MultiReader(bytes.NewReader(first), rd), c: conn}, s, onEvent)
+}
+
+// consoleFirst is a guest log connection whose every read first brings the console's lines
+// into the log: a console line written before a guest line was read is logged before it, so
+// the two sources keep their order in the VM's log (to within a read).
+type consoleFirst struct {
+	net.Conn
+	tail *consoleTail
+}
+
+func (c consoleFirst) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.tail.catchUp() //nolint:errcheck,gosec // the tail goes on trying
+	}
+	return n, err
+}
+
+// joined reads from r, which holds what was read ahead of c, and writes to and closes c.
+type joined struct {
+	r io.Reader
+	c net.Conn
+}
+
+func (j joined) Read(p []byte) (int, error)  { return j.r.Read(p) }
+func (j joined) Write(p []byte) (int, error) { return j.c.Write(p) }
+func (j joined) Close() error                { return j.c.Close() }
