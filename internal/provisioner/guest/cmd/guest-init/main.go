@@ -1,12 +1,14 @@
 //go:build linux
 
 // Command guest-init is PID 1 of a provisioner VM (issue #14). It mounts the kernel's
-// filesystems, loads the virtio modules it is told to, brings up eth0, reads its configuration
-// (runner token included) once from the token port, opens the log port and waits for the
-// provisioner's acknowledgement that the log stream is kept, and only then starts
-// `forgejo-runner one-job`, streaming the runner's output to the log port. It powers the VM off
-// when the runner ends, or when no acknowledgement came: a runner whose logs are not kept never
-// takes a job.
+// filesystems, loads the modules it is told to, brings up eth0, reads its configuration (runner
+// token included) once from the configuration channel, opens the log stream and waits for the
+// provisioner's acknowledgement that it is kept, and only then starts `forgejo-runner one-job`,
+// streaming the runner's output to the log stream. It powers the VM off when the runner ends, or
+// when no acknowledgement came: a runner whose logs are not kept never takes a job.
+//
+// The channels are two virtio-serial ports (QEMU, the default) or two vsock ports (Firecracker,
+// frp.transport=vsock): transport.go. What runs over them is the same (session.go).
 //
 // It is static (CGO_ENABLED=0) and uses only the kernel's interfaces: no shell, no udev, no
 // DHCP client.
@@ -15,7 +17,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -26,7 +27,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -72,6 +72,10 @@ func run() error {
 			return err
 		}
 	}
+	tr, err := transportFor(params[guest.ParamTransport])
+	if err != nil {
+		return err
+	}
 	addr := params[guest.ParamAddr]
 	if addr == "" {
 		addr = guest.DefaultAddr
@@ -81,55 +85,20 @@ func run() error {
 	}
 	consolef("up in %s: eth0 %s", time.Since(start).Round(time.Millisecond), addr)
 
-	tokenPort, err := openPort(guest.TokenPort, 30*time.Second)
-	if err != nil {
-		return err
-	}
-	cfg, err := readConfig(tokenPort)
-	if err != nil {
-		return err
-	}
-	consolef("configuration received for %s", cfg.VMID)
-
-	logPort, err := openPort(guest.LogPort, 30*time.Second)
-	if err != nil {
-		return err
-	}
-	ackTimeout := 2 * time.Minute
+	o := options{boot: start, wait: 30 * time.Second, ackTimeout: 2 * time.Minute, redial: guest.VsockRedial,
+		probes: splitList(params[guest.ParamProbe]), say: consolef}
 	if v := params[guest.ParamAckTimeout]; v != "" {
-		if ackTimeout, err = time.ParseDuration(v); err != nil {
+		if o.ackTimeout, err = time.ParseDuration(v); err != nil {
 			return fmt.Errorf("%s: %w", guest.ParamAckTimeout, err)
 		}
 	}
-	logw, err := handshake(logPort, cfg.VMID, ackTimeout)
-	if err != nil {
-		// The point of the handshake: without a log stream the runner must not take a job.
-		return fmt.Errorf("%w; not starting the runner", err)
-	}
-	logw.printf("log stream acknowledged %s after boot", time.Since(start).Round(time.Millisecond))
-
-	for _, a := range splitList(params[guest.ParamProbe]) {
-		conn, derr := net.DialTimeout("tcp", a, 3*time.Second)
-		if derr != nil {
-			logw.printf("probe %s: unreachable: %v", a, derr)
-			continue
-		}
-		conn.Close() //nolint:errcheck,gosec // only reachability matters
-		logw.printf("probe %s: reachable", a)
-	}
-
 	runner := params[guest.ParamRunner]
 	if runner == "" {
 		runner = "/usr/bin/forgejo-runner"
 	}
-	code, err := runRunner(runner, cfg, logw)
-	if err != nil {
-		logw.printf("runner: %v", err)
-	}
-	logw.line(fmt.Sprintf("%s %s %d", guest.LogEvent, guest.EventRunnerExited, code))
-	logw.printf("runner exited with code %d; powering off", code)
-	logw.close()
-	return nil
+	return serve(tr, o, func(cfg driver.GuestConfig, logw *logStream) (int, error) {
+		return runRunner(runner, cfg, logw)
+	})
 }
 
 func mounts() error {
@@ -238,98 +207,9 @@ func netUp(cidr string) error {
 	return errors.Join(steps...)
 }
 
-// openPort finds a virtio-serial port by name (no udev: the name is in sysfs) and opens it.
-func openPort(name string, wait time.Duration) (*os.File, error) {
-	deadline := time.Now().Add(wait)
-	for {
-		matches, _ := filepath.Glob("/sys/class/virtio-ports/*/name")
-		for _, m := range matches {
-			if b, err := os.ReadFile(m); err == nil && strings.TrimSpace(string(b)) == name { //nolint:gosec // sysfs
-				dev := "/dev/" + filepath.Base(filepath.Dir(m))
-				f, err := os.OpenFile(dev, os.O_RDWR, 0) //nolint:gosec // a device found in sysfs
-				if err != nil {
-					return nil, fmt.Errorf("open port %s: %w", name, err)
-				}
-				return f, nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("no virtio-serial port %s", name)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// readConfig asks for the configuration and reads it, once: the provisioner closes the port
-// after writing it, and the port is closed here too, so nothing in the guest can read it again.
-func readConfig(port *os.File) (driver.GuestConfig, error) {
-	defer port.Close() //nolint:errcheck // read once
-	var cfg driver.GuestConfig
-	if _, err := port.WriteString(guest.TokenRequest + "\n"); err != nil {
-		return cfg, fmt.Errorf("ask for configuration: %w", err)
-	}
-	line, err := bufio.NewReader(port).ReadBytes('\n')
-	if err != nil {
-		return cfg, fmt.Errorf("read configuration: %w", err)
-	}
-	defer clear(line)
-	if err := json.Unmarshal(line, &cfg); err != nil {
-		return cfg, fmt.Errorf("decode configuration: %w", err)
-	}
-	return cfg, nil
-}
-
-// logWriter writes whole lines to the log port.
-type logWriter struct {
-	mu   sync.Mutex
-	port *os.File
-}
-
-func (l *logWriter) printf(format string, args ...any) {
-	l.line(fmt.Sprintf("guest-init: "+format, args...))
-}
-
-func (l *logWriter) line(s string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if _, err := l.port.WriteString(strings.TrimRight(s, "\r\n") + "\n"); err != nil {
-		consolef("log port: %v", err)
-	}
-}
-
-func (l *logWriter) close() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.port.Close() //nolint:errcheck,gosec // the end of the stream
-}
-
-// handshake sends the hello and waits for the acknowledgement.
-func handshake(port *os.File, vmID string, timeout time.Duration) (*logWriter, error) {
-	if _, err := port.WriteString(guest.LogHello + " " + vmID + "\n"); err != nil {
-		return nil, fmt.Errorf("log port hello: %w", err)
-	}
-	got := make(chan error, 1)
-	go func() {
-		line, err := bufio.NewReader(port).ReadString('\n')
-		if err == nil && strings.TrimSpace(line) != guest.LogAck {
-			err = fmt.Errorf("unexpected answer %q", strings.TrimSpace(line))
-		}
-		got <- err
-	}()
-	select {
-	case err := <-got:
-		if err != nil {
-			return nil, fmt.Errorf("log stream not acknowledged: %w", err)
-		}
-		return &logWriter{port: port}, nil
-	case <-time.After(timeout):
-		return nil, fmt.Errorf("log stream not acknowledged within %s", timeout)
-	}
-}
-
 // runRunner starts forgejo-runner one-job with the token in a file only root can read, streams
-// its output to the log port, and passes SIGTERM/SIGINT on so it can report its task's end.
-func runRunner(bin string, cfg driver.GuestConfig, logw *logWriter) (int, error) {
+// its output to the log stream, and passes SIGTERM/SIGINT on so it can report its task's end.
+func runRunner(bin string, cfg driver.GuestConfig, logw *logStream) (int, error) {
 	if err := os.MkdirAll(filepath.Dir(tokenFile), 0o700); err != nil {
 		return -1, fmt.Errorf("token directory: %w", err)
 	}
