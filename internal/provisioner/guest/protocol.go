@@ -72,7 +72,8 @@ const (
 // Kernel command line parameters the init reads. None carries a secret: the command line is
 // readable by every guest process and by the host's process list.
 const (
-	// ParamAddr is the guest's eth0 address, CIDR (default DefaultAddr).
+	// ParamAddr is the guest's eth0 address, CIDR (default DefaultAddr), or AddrNone for a VM
+	// without a network interface (Firecracker without a tap): the init then waits for no eth0.
 	ParamAddr = "frp.addr"
 	// ParamAckTimeout bounds the wait for LogAck (a Go duration, default 2m).
 	ParamAckTimeout = "frp.ack_timeout"
@@ -89,3 +90,6 @@ const (
 
 // DefaultAddr is the guest's address under QEMU user networking (10.0.2.0/24).
 const DefaultAddr = "10.0.2.15/24"
+
+// AddrNone as ParamAddr: the VM has no network interface to configure.
+const AddrNone = "none"

@@ -80,8 +80,10 @@ func run() error {
 	if addr == "" {
 		addr = guest.DefaultAddr
 	}
-	if err := netUp(addr); err != nil {
-		return err
+	if addr != guest.AddrNone {
+		if err := netUp(addr); err != nil {
+			return err
+		}
 	}
 	consolef("up in %s: eth0 %s", time.Since(start).Round(time.Millisecond), addr)
 
