@@ -71,7 +71,7 @@ func TestChecksBite(t *testing.T) {
 		{name: "the API as it is passes both"},
 		{
 			name:     "a renumbered field breaks",
-			edits:    []edit{{api, "  VMState state = 6;\n", "  VMState state = 12;\n"}},
+			edits:    []edit{{api, "  VMState state = 6;\n", "  VMState state = 999;\n"}}, // a number no field of VM will use
 			breaking: want{"FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED", []string{`"state"`, `"VM"`, `"6"`}},
 		},
 		{
