@@ -87,30 +87,41 @@ func RelayConsole(conn io.ReadCloser, s *Sink) {
 	}
 }
 
-// RelayGuest reads the guest's log stream until conn ends. Its first line is the hello: a line
-// for it is written to the sink and the acknowledgement sent only if that write worked. Event
-// lines become calls of onEvent (which may be nil) and are written to the log too; any other
-// line is written with GuestPrefix.
+// RelayGuest reads the guest's log stream until conn ends. Its first line is the hello, or
+// "RESUME <vm id>" when a guest whose stream broke (a vsock connection whose host end closed:
+// the provisioner restarted) dialled again: a line for it is written to the sink and the
+// acknowledgement sent only if that write worked; a resumed stream is not reported open a
+// second time. Event lines become calls of onEvent (which may be nil) and are written to the log
+// too; any other line is written with GuestPrefix.
 func RelayGuest(conn io.ReadWriteCloser, s *Sink, onEvent func(driver.GuestEvent)) {
 	defer conn.Close() // ends with the VM
 	sc := scanner(conn)
 	first := true
 	for sc.Scan() {
 		text := strings.TrimRight(sc.Text(), "\r")
-		if first && strings.HasPrefix(text, guest.LogHello+" ") {
+		if first {
 			first = false
-			if err := s.Line(ProvisionerPrefix + "log stream open for " + strings.TrimPrefix(text, guest.LogHello+" ")); err != nil {
-				s.log.Error(err, "log sink refused the guest's log stream; not acknowledging, the runner will not start")
+			hello, isHello := strings.CutPrefix(text, guest.LogHello+" ")
+			resumed, isResume := strings.CutPrefix(text, guest.LogResume+" ")
+			if isHello || isResume {
+				note := "log stream open for " + hello
+				if isResume {
+					note = "log stream resumed for " + resumed
+				}
+				if err := s.Line(ProvisionerPrefix + note); err != nil {
+					s.log.Error(err, "log sink refused the guest's log stream; not acknowledging, the runner will not start or go on")
+					continue
+				}
+				if _, err := io.WriteString(conn, guest.LogAck+"\n"); err != nil {
+					s.log.Error(err, "acknowledging the guest's log stream")
+					continue
+				}
+				if isHello {
+					emit(onEvent, driver.GuestEvent{Kind: driver.GuestLogOpen})
+				}
 				continue
 			}
-			if _, err := io.WriteString(conn, guest.LogAck+"\n"); err != nil {
-				s.log.Error(err, "acknowledging the guest's log stream")
-				continue
-			}
-			emit(onEvent, driver.GuestEvent{Kind: driver.GuestLogOpen})
-			continue
 		}
-		first = false
 		if ev, ok := ParseEvent(text); ok {
 			s.Line(ProvisionerPrefix + "guest event: " + strings.TrimPrefix(text, guest.LogEvent+" ")) //nolint:errcheck,gosec // logged by the sink
 			emit(onEvent, ev)

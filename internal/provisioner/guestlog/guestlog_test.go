@@ -134,3 +134,28 @@ func TestParseEvent(t *testing.T) {
 		}
 	}
 }
+
+// A guest whose stream broke dials again and resumes: acknowledged once the resume is in the
+// log, and not reported as a second opening of its log stream.
+func TestResumeIsAcknowledgedWithoutASecondOpening(t *testing.T) {
+	var log buffer
+	g, events, done := relay(t, guestlog.NewSink(&log, logr.Discard()))
+	if _, err := io.WriteString(g, "RESUME vm-3\n"); err != nil {
+		t.Fatal(err)
+	}
+	if ack, err := bufio.NewReader(g).ReadString('\n'); err != nil || ack != "ACK\n" {
+		t.Fatalf("answer to resume: %q, %v", ack, err)
+	}
+	if _, err := io.WriteString(g, "runner: still here\nEVENT runner-exited 0\n"); err != nil {
+		t.Fatal(err)
+	}
+	g.Close() //nolint:errcheck,gosec // ends the stream
+	<-done
+	if got := events(); len(got) != 1 || got[0].Kind != driver.GuestRunnerExited {
+		t.Errorf("events after a resume: %+v, want only the runner's exit", got)
+	}
+	want := "provisioner| log stream resumed for vm-3\nguest| runner: still here\nprovisioner| guest event: runner-exited 0\n"
+	if got := log.String(); got != want {
+		t.Errorf("log:\n%s\nwant:\n%s", got, want)
+	}
+}

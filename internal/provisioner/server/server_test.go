@@ -264,7 +264,7 @@ func TestCreateIsIdempotentAndOwned(t *testing.T) {
 		}
 	}
 
-	// Logs: the console as written.
+	// Logs: the console as the VM log holds it (console| prefix).
 	stream, err := a.StreamLogs(ctx, &pb.StreamLogsRequest{Id: vm1.GetId()})
 	if err != nil {
 		t.Fatal(err)

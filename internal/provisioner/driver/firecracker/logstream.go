@@ -1,21 +1,16 @@
 package firecracker
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/driver"
-	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/guest"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/guestchan"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/guestlog"
 )
@@ -125,7 +120,7 @@ func (v *vm) serveLog(ln *net.UnixListener, onEvent func(driver.GuestEvent), log
 		v.mu.Unlock()
 		go func() {
 			defer v.wg.Done()
-			relay(consoleFirst{Conn: conn, tail: v.tail}, v.sink, onEvent, log)
+			guestlog.RelayGuest(consoleFirst{Conn: conn, tail: v.tail}, v.sink, onEvent)
 			v.mu.Lock()
 			delete(v.conns, conn)
 			v.mu.Unlock()
@@ -169,32 +164,6 @@ func (v *vm) close() {
 	}
 }
 
-// relay serves one connection of the guest's log stream. A first line "RESUME <vm id>" (the
-// guest dialled again after its stream broke, guest.LogResume) is answered here as
-// guestlog.RelayGuest answers the hello: a line for it is written to the VM's log and
-// guest.LogAck sent only if that write worked; the stream is not reported open a second time.
-// Everything else, the hello included, is guestlog.RelayGuest's.
-//
-// RESUME belongs in guestlog.RelayGuest next to the hello; it is here because only this driver's
-// streams break (a virtio-serial port outlives its host connection).
-func relay(conn net.Conn, s *guestlog.Sink, onEvent func(driver.GuestEvent), log logr.Logger) {
-	rd := bufio.NewReaderSize(conn, 4<<10)
-	line, err := rd.ReadSlice('\n')
-	first := bytes.Clone(line) // ReadSlice's bytes are only good until the next read
-	if err == nil {
-		if id, ok := strings.CutPrefix(strings.TrimRight(string(first), "\r\n"), guest.LogResume+" "); ok {
-			first = nil
-			if lerr := s.Line(guestlog.ProvisionerPrefix + "log stream resumed for " + id); lerr != nil {
-				log.Error(lerr, "log sink refused the guest's resumed log stream; not acknowledging, the runner's output waits")
-			} else if _, werr := io.WriteString(conn, guest.LogAck+"\n"); werr != nil {
-				log.Error(werr, "acknowledging the guest's resumed log stream")
-			}
-		}
-	}
-	// What was read of another first line goes to RelayGuest as it came.
-	guestlog.RelayGuest(joined{r: io.MultiReader(bytes.NewReader(first), rd), c: conn}, s, onEvent)
-}
-
 // consoleFirst is a guest log connection whose every read first brings the console's lines
 // into the log: a console line written before a guest line was read is logged before it, so
 // the two sources keep their order in the VM's log (to within a read).
@@ -210,13 +179,3 @@ func (c consoleFirst) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
-
-// joined reads from r, which holds what was read ahead of c, and writes to and closes c.
-type joined struct {
-	r io.Reader
-	c net.Conn
-}
-
-func (j joined) Read(p []byte) (int, error)  { return j.r.Read(p) }
-func (j joined) Write(p []byte) (int, error) { return j.c.Write(p) }
-func (j joined) Close() error                { return j.c.Close() }
