@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -23,7 +24,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(simrunner.ExitError)
 	}
-	cfg.TaskDuration = time.Second
+	cfg.TaskDuration = taskDuration()
 	cfg.PollInterval = 500 * time.Millisecond
 	cfg.Logf = func(format string, args ...any) { fmt.Printf(format+"\n", args...) } //nolint:forbidigo // the runner's log is its stdout
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -34,4 +35,18 @@ func main() {
 	}
 	fmt.Printf("simrunner: exit %d task %d result %s\n", out.ExitCode, out.TaskID, out.Result) //nolint:forbidigo // the runner's log is its stdout
 	os.Exit(out.ExitCode)
+}
+
+// taskDuration is how long each simulated task takes: a second, or frp.sim_task on the kernel
+// command line (a Go duration), for tests that need a job still running a while later.
+func taskDuration() time.Duration {
+	data, _ := os.ReadFile("/proc/cmdline")
+	for _, f := range strings.Fields(string(data)) {
+		if v, ok := strings.CutPrefix(f, "frp.sim_task="); ok {
+			if d, err := time.ParseDuration(v); err == nil && d > 0 {
+				return d
+			}
+		}
+	}
+	return time.Second
 }
