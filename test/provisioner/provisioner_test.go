@@ -36,6 +36,7 @@ import (
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejo"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/forgejosim"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/driver/qemu"
+	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/guest"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/guest/guesttest"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/mtls/mtlstest"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/vmrecord"
@@ -368,7 +369,7 @@ func (h *host) assertNothingLeft(ids ...string) {
 // takes and finishes a job of the simulator; its log and its boot figures are there; deleting it
 // leaves nothing on the host; a VM whose hypervisor refuses its kernel fails, and says so.
 func TestVMRunsJobThroughTheAPI(t *testing.T) {
-	h := newHost(t, "")
+	h := newHost(t, guest.ParamProbe+"=192.0.2.1:80")
 	ctx := t.Context()
 	reg, job := h.runnerFor("e2e-one")
 
@@ -384,7 +385,9 @@ func TestVMRunsJobThroughTheAPI(t *testing.T) {
 	h.waitLog(id, "guest event: runner-exited 0")
 	h.waitStopped(id)
 	log := h.vmLog(id)
-	for _, want := range []string{"provisioner| log stream open for " + id, "guest| runner: ", "console| guest-init: up in"} {
+	for _, want := range []string{"provisioner| log stream open for " + id, "guest| runner: ", "console| guest-init: up in",
+		// Without frp.gw the guest has no route beyond its subnet: Forgejo's forward is all it reaches.
+		"probe 192.0.2.1:80: unreachable: dial tcp 192.0.2.1:80: connect: network is unreachable"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("VM log lacks %q", want)
 		}

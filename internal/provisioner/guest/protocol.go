@@ -75,6 +75,10 @@ const (
 	// ParamAddr is the guest's eth0 address, CIDR (default DefaultAddr), or AddrNone for a VM
 	// without a network interface (Firecracker without a tap): the init then waits for no eth0.
 	ParamAddr = "frp.addr"
+	// ParamGateway is the default route's gateway (an IPv4 address on eth0's subnet, e.g. the
+	// bridge's address with a tap per VM). Unset: no default route, the guest reaches only its
+	// subnet (enough for a forwarded Forgejo address under QEMU user networking).
+	ParamGateway = "frp.gw"
 	// ParamAckTimeout bounds the wait for LogAck (a Go duration, default 2m).
 	ParamAckTimeout = "frp.ack_timeout"
 	// ParamRunner is the runner executable (default /usr/bin/forgejo-runner).

@@ -199,9 +199,11 @@ func TestBootRunsJob(t *testing.T) {
 	}()
 	fport := forbidden.Addr().(*net.TCPAddr).Port
 	_, simPort, _ := net.SplitHostPort(e.simURL.Host)
-	probes := fmt.Sprintf("10.0.2.2:%d,10.0.2.2:%s,10.0.2.100:%d", fport, simPort, fport)
+	// 192.0.2.1 (TEST-NET-1) is beyond the guest's subnet: with the gateway set it is routed,
+	// and restrict=on still keeps it unreachable.
+	probes := fmt.Sprintf("10.0.2.2:%d,10.0.2.2:%s,10.0.2.100:%d,192.0.2.1:80", fport, simPort, fport)
 
-	d := e.driver(guest.ParamProbe+"="+probes, nil)
+	d := e.driver(guest.ParamProbe+"="+probes+" "+guest.ParamGateway+"=10.0.2.2", nil)
 	reg := e.register("qemu-runner")
 	job := e.queue()
 	const id = "vm-boot"
@@ -258,12 +260,17 @@ func TestBootRunsJob(t *testing.T) {
 		fmt.Sprintf("probe 10.0.2.2:%d: unreachable", fport),
 		fmt.Sprintf("probe 10.0.2.2:%s: unreachable", simPort),
 		fmt.Sprintf("probe 10.0.2.100:%d: unreachable", fport),
+		"probe 192.0.2.1:80: unreachable",
+		`gateway "10.0.2.2"`,
 		"guest| runner: ",
 		"runner exited with code 0",
 	} {
 		if !strings.Contains(log, want) {
 			t.Errorf("VM log lacks %q", want)
 		}
+	}
+	if strings.Contains(log, "probe 192.0.2.1:80: unreachable: dial tcp 192.0.2.1:80: connect: network is unreachable") {
+		t.Error("the guest has no default route through frp.gw")
 	}
 	if strings.Contains(log, reg.Token) {
 		t.Error("the runner token is in the VM log")

@@ -17,6 +17,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +28,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -80,12 +82,18 @@ func run() error {
 	if addr == "" {
 		addr = guest.DefaultAddr
 	}
+	gw := params[guest.ParamGateway]
 	if addr != guest.AddrNone {
 		if err := netUp(addr); err != nil {
 			return err
 		}
+		if gw != "" {
+			if err := defaultRoute(gw); err != nil {
+				return err
+			}
+		}
 	}
-	consolef("up in %s: eth0 %s", time.Since(start).Round(time.Millisecond), addr)
+	consolef("up in %s: eth0 %s gateway %q", time.Since(start).Round(time.Millisecond), addr, gw)
 
 	o := options{boot: start, wait: 30 * time.Second, ackTimeout: 2 * time.Minute, redial: guest.VsockRedial,
 		probes: splitList(params[guest.ParamProbe]), say: consolef}
@@ -207,6 +215,58 @@ func netUp(cidr string) error {
 		steps = append(steps, set(name, unix.SIOCSIFFLAGS, func(r *unix.Ifreq) error { r.SetUint16(flags); return nil }))
 	}
 	return errors.Join(steps...)
+}
+
+// defaultRoute adds the default route through gw over rtnetlink (the ioctl way needs a struct
+// x/sys/unix does not have).
+func defaultRoute(gw string) error {
+	a, err := netip.ParseAddr(gw)
+	if err != nil || !a.Is4() {
+		return fmt.Errorf("%s %q: want an IPv4 address", guest.ParamGateway, gw)
+	}
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("netlink socket: %w", err)
+	}
+	defer unix.Close(fd) //nolint:errcheck // a control socket
+	msg := routeMessage(a.As4())
+	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("add default route: %w", err)
+	}
+	buf := make([]byte, 4096)
+	n, _, err := unix.Recvfrom(fd, buf, 0)
+	if err != nil {
+		return fmt.Errorf("add default route: %w", err)
+	}
+	msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+	if err != nil || len(msgs) == 0 || msgs[0].Header.Type != unix.NLMSG_ERROR || len(msgs[0].Data) < 4 {
+		return fmt.Errorf("add default route via %s: unexpected answer", gw)
+	}
+	if errno := int32(binary.NativeEndian.Uint32(msgs[0].Data[:4])); errno != 0 { //nolint:gosec // the kernel's negated errno
+		return fmt.Errorf("add default route via %s: %w", gw, syscall.Errno(-errno))
+	}
+	return nil
+}
+
+// routeMessage is an RTM_NEWROUTE request for 0.0.0.0/0 via gw in the main table, acknowledged.
+func routeMessage(gw [4]byte) []byte {
+	const hdr, rtm, attr = unix.SizeofNlMsghdr, unix.SizeofRtMsg, unix.SizeofRtAttr + 4
+	b := make([]byte, hdr+rtm+attr)
+	binary.NativeEndian.PutUint32(b[0:], uint32(len(b)))
+	binary.NativeEndian.PutUint16(b[4:], unix.RTM_NEWROUTE)
+	binary.NativeEndian.PutUint16(b[6:], unix.NLM_F_REQUEST|unix.NLM_F_ACK|unix.NLM_F_CREATE|unix.NLM_F_EXCL)
+	binary.NativeEndian.PutUint32(b[8:], 1) // sequence
+	r := b[hdr:]
+	r[0] = unix.AF_INET           // family
+	r[4] = unix.RT_TABLE_MAIN     // table
+	r[5] = unix.RTPROT_BOOT       // protocol
+	r[6] = unix.RT_SCOPE_UNIVERSE // scope
+	r[7] = unix.RTN_UNICAST       // type
+	at := b[hdr+rtm:]
+	binary.NativeEndian.PutUint16(at[0:], attr)
+	binary.NativeEndian.PutUint16(at[2:], unix.RTA_GATEWAY)
+	copy(at[4:], gw[:])
+	return b
 }
 
 // runRunner starts forgejo-runner one-job with the token in a file only root can read, streams
