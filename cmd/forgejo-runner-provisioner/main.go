@@ -49,7 +49,8 @@ type options struct {
 	driver                            string
 	firecrackerBin, jailerBin, chroot string
 	jailUID, jailGID                  int
-	tapPrefix                         string
+	tapPrefix, tapSubnet              string
+	tapNetwork                        *driver.GuestNetwork
 	qemuBin, qemuImg, qemuAccel       string
 	qemuInitrd, qemuBootArgs          string
 	qemuForwards                      []string
@@ -95,7 +96,8 @@ func parse(args []string) (*options, error) {
 	fs.StringVar(&o.chroot, "jailer-chroot-base", "/srv/jailer", "jailer --chroot-base-dir")
 	fs.IntVar(&o.jailUID, "jailer-uid", 0, "uid Firecracker runs as under the jailer")
 	fs.IntVar(&o.jailGID, "jailer-gid", 0, "gid Firecracker runs as under the jailer")
-	fs.StringVar(&o.tapPrefix, "tap-prefix", "", "VMs get tap device <prefix><slot> (made by the host's network setup); empty: no network")
+	fs.StringVar(&o.tapPrefix, "tap-prefix", "", "VMs get tap device <prefix><slot> (made by the host's network setup); empty: no network (Firecracker) or QEMU user networking")
+	fs.StringVar(&o.tapSubnet, "tap-subnet", "", "with -tap-prefix: the bridge's IPv4 subnet; the bridge has its first address (the VMs' gateway), the VM in slot s has address .10+s")
 	fs.UintVar(&o.vcpus, "vcpus", uint(runtime.NumCPU()), "vCPUs this host gives VMs in total")
 	fs.Uint64Var(&o.memoryMiB, "memory-mib", 0, "MiB of memory this host gives VMs in total (required)")
 	fs.DurationVar(&o.minLease, "min-lease", time.Minute, "shortest lease granted")
@@ -126,6 +128,15 @@ func parse(args []string) (*options, error) {
 	}
 	if len(o.qemuForwards) > 0 && (o.driver != "qemu" || o.tapPrefix != "") {
 		problems = append(problems, "-qemu-forward needs -driver qemu without -tap-prefix (user networking)")
+	}
+	if (o.tapPrefix == "") != (o.tapSubnet == "") {
+		problems = append(problems, "-tap-prefix and -tap-subnet go together: a guest on a tap is given its address and gateway from the subnet (its init has no DHCP client)")
+	} else if o.tapSubnet != "" {
+		n, err := driver.ParseGuestNetwork(o.tapSubnet)
+		if err != nil {
+			problems = append(problems, "-tap-subnet: "+err.Error())
+		}
+		o.tapNetwork = &n
 	}
 	if o.memoryMiB == 0 || o.vcpus == 0 {
 		problems = append(problems, "-vcpus and -memory-mib must be above zero")
@@ -181,7 +192,7 @@ func main() {
 func newDriver(o *options, log logr.Logger) (driver.Driver, error) {
 	if o.driver == "qemu" {
 		cfg := qemu.Config{RunDir: o.runDir, QEMU: o.qemuBin, QEMUImg: o.qemuImg, Accel: o.qemuAccel, Initrd: o.qemuInitrd,
-			BootArgs: o.qemuBootArgs, TapPrefix: o.tapPrefix, Logger: log.WithName("qemu")}
+			BootArgs: o.qemuBootArgs, TapPrefix: o.tapPrefix, TapNetwork: o.tapNetwork, Logger: log.WithName("qemu")}
 		if len(o.qemuForwards) > 0 {
 			self, err := os.Executable()
 			if err != nil {
@@ -194,7 +205,8 @@ func newDriver(o *options, log logr.Logger) (driver.Driver, error) {
 		}
 		return qemu.New(cfg)
 	}
-	fcCfg := firecracker.Config{RunDir: o.runDir, Binary: o.firecrackerBin, TapPrefix: o.tapPrefix, Logger: log.WithName("firecracker")}
+	fcCfg := firecracker.Config{RunDir: o.runDir, Binary: o.firecrackerBin, TapPrefix: o.tapPrefix, TapNetwork: o.tapNetwork,
+		Logger: log.WithName("firecracker")}
 	if o.jailerBin != "" {
 		fcCfg.RunDir = ""
 		fcCfg.Jailer = &firecracker.Jailer{Binary: o.jailerBin, ChrootBase: o.chroot, UID: o.jailUID, GID: o.jailGID}

@@ -78,7 +78,11 @@ type Config struct {
 	// TapPrefix names each VM's tap device, TapPrefix + slot; empty gives VMs no network
 	// interface. The provisioner does not create taps yet (docs/provisioner.md).
 	TapPrefix string
-	// BootArgs is the kernel command line; DefaultBootArgs when empty.
+	// TapNetwork, with TapPrefix, gives each guest its address and gateway on the kernel
+	// command line (frp.addr, frp.gw) from its slot.
+	TapNetwork *driver.GuestNetwork
+	// BootArgs is the kernel command line; DefaultBootArgs when empty. The driver adds the
+	// guest init's transport (vsock) and network settings.
 	BootArgs string
 	// SocketWait bounds the wait for a new Firecracker process's API socket.
 	SocketWait time.Duration
@@ -160,6 +164,10 @@ func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 	if err := validID(spec.ID); err != nil {
 		return err
 	}
+	bootArgs, err := d.bootArgs(spec.Slot)
+	if err != nil {
+		return err
+	}
 	dir := d.Dir(spec.ID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create VM directory: %w", err)
@@ -209,7 +217,7 @@ func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 		{"/logger", map[string]any{"log_path": d.apiPath(spec.ID, loggerName), "level": "Info", "show_level": true, "show_log_origin": false}},
 		{"/metrics", map[string]any{"metrics_path": d.apiPath(spec.ID, metricsName)}},
 		{"/machine-config", map[string]any{"vcpu_count": spec.VCPUs, "mem_size_mib": spec.MemoryMiB, "smt": false}},
-		{"/boot-source", map[string]any{"kernel_image_path": kernel, "boot_args": d.cfg.BootArgs}},
+		{"/boot-source", map[string]any{"kernel_image_path": kernel, "boot_args": bootArgs}},
 		{"/drives/rootfs", map[string]any{"drive_id": "rootfs", "path_on_host": d.apiPath(spec.ID, rootfsName), "is_root_device": true, "is_read_only": false}},
 	}
 	if d.cfg.TapPrefix != "" {
@@ -340,6 +348,24 @@ func (d *Driver) State(ctx context.Context, id string) (driver.State, error) {
 		return driver.StateCreated, nil
 	}
 	return driver.StateRunning, nil
+}
+
+// bootArgs is the kernel command line of the VM in slot: the configured one, the vsock
+// transport (a Firecracker guest has no virtio-serial ports), and the guest's network: its
+// address and gateway on a tap, or none without one.
+func (d *Driver) bootArgs(slot int) (string, error) {
+	args := d.cfg.BootArgs + " " + guest.ParamTransport + "=" + guest.TransportVsock
+	switch {
+	case d.cfg.TapPrefix == "":
+		return args + " " + guest.ParamAddr + "=" + guest.AddrNone, nil
+	case d.cfg.TapNetwork != nil:
+		net, err := d.cfg.TapNetwork.BootArgs(slot)
+		if err != nil {
+			return "", fmt.Errorf("firecracker: %w", err)
+		}
+		return args + " " + net, nil
+	}
+	return args, nil
 }
 
 // Reattach implements driver.Driver, for a running VM an earlier run of the provisioner made:

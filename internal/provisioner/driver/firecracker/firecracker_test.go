@@ -664,3 +664,61 @@ func assertNoFileHolds(t *testing.T, root, secret string) {
 		t.Fatal(err)
 	}
 }
+
+// The guest's init learns its transport and network from the kernel command line the driver
+// gives Firecracker: vsock always; no interface without a tap; with taps, the slot's address and
+// the bridge as gateway; a slot beyond the subnet is refused before anything is made.
+func TestBootArgsCarryTheGuestsTransportAndNetwork(t *testing.T) {
+	ctx := context.Background()
+	kernel, rootfs := images(t)
+	network, err := driver.ParseGuestNetwork("172.30.0.0/27")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  firecracker.Config
+		want string
+	}{
+		{"no tap", firecracker.Config{}, " frp.transport=vsock frp.addr=none"},
+		{"taps", firecracker.Config{TapPrefix: "frtap", TapNetwork: &network}, " frp.transport=vsock frp.addr=172.30.0.14/27 frp.gw=172.30.0.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			launcher := fctest.NewLauncher(t)
+			cfg := tc.cfg
+			cfg.RunDir, cfg.Launcher, cfg.Logger = t.TempDir(), launcher, logr.Discard()
+			d := newDriver(t, cfg)
+			if err := d.Create(ctx, spec("vm-args", kernel, rootfs, nil)); err != nil {
+				t.Fatal(err)
+			}
+			defer d.Destroy(ctx, "vm-args") //nolint:errcheck // the test's VM
+			var args string
+			for _, r := range launcher.Server("vm-args").Requests() {
+				if r.Path == "/boot-source" {
+					var body struct {
+						BootArgs string `json:"boot_args"`
+					}
+					if err := json.Unmarshal([]byte(r.Body), &body); err != nil {
+						t.Fatal(err)
+					}
+					args = body.BootArgs
+				}
+			}
+			if args != firecracker.DefaultBootArgs+tc.want {
+				t.Errorf("boot_args %q, want %q", args, firecracker.DefaultBootArgs+tc.want)
+			}
+		})
+	}
+	// A /27 has addresses for 21 VMs (.10 to .30).
+	launcher := fctest.NewLauncher(t)
+	run := t.TempDir()
+	d := newDriver(t, firecracker.Config{RunDir: run, Launcher: launcher, TapPrefix: "frtap", TapNetwork: &network, Logger: logr.Discard()})
+	s := spec("vm-far", kernel, rootfs, nil)
+	s.Slot = 21
+	if err := d.Create(ctx, s); err == nil || !strings.Contains(err.Error(), "slot 21 has no address") {
+		t.Errorf("create in slot 21 of a /27: %v", err)
+	}
+	if entries, _ := os.ReadDir(run); len(entries) != 0 || launcher.Running() != 0 {
+		t.Errorf("a refused create left %v and %d processes", entries, launcher.Running())
+	}
+}

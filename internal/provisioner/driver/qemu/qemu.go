@@ -77,7 +77,10 @@ type Config struct {
 	// setup, docs/provisioner.md). Empty: QEMU user networking with restrict=on, where the guest
 	// reaches nothing but Forwards.
 	TapPrefix string
-	Forwards  []Forward
+	// TapNetwork, with TapPrefix, gives each guest its address and gateway on the kernel
+	// command line (frp.addr, frp.gw) from its slot.
+	TapNetwork *driver.GuestNetwork
+	Forwards   []Forward
 	// OpenSink opens where a VM's logs go; by default the file at path, which StreamLogs serves.
 	// The guest's runner starts only after a line was written to it.
 	OpenSink func(id, path string) (io.WriteCloser, error)
@@ -153,6 +156,9 @@ func (d *Driver) path(id, name string) string { return filepath.Join(d.Dir(id), 
 // console, token and log ports connected before the guest runs a single instruction.
 func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 	if err := validID(spec.ID); err != nil {
+		return err
+	}
+	if _, err := d.bootArgs(spec.Slot); err != nil {
 		return err
 	}
 	dir := d.Dir(spec.ID)
@@ -234,12 +240,13 @@ func imageFormat(path string) (string, error) {
 // Argv is the QEMU command line for a VM; exported for documentation and tests.
 func (d *Driver) Argv(spec driver.Spec) []string {
 	p := func(name string) string { return d.path(spec.ID, name) }
+	args, _ := d.bootArgs(spec.Slot) // checked by Create
 	argv := []string{d.cfg.QEMU,
 		"-name", spec.ID, // in the process's command line: Destroy checks it before killing
 		"-M", "pc", "-accel", d.cfg.Accel, "-cpu", "max",
 		"-m", strconv.FormatUint(uint64(spec.MemoryMiB), 10), "-smp", strconv.FormatUint(uint64(spec.VCPUs), 10),
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-S",
-		"-kernel", spec.KernelPath, "-append", d.cfg.BootArgs,
+		"-kernel", spec.KernelPath, "-append", args,
 		"-qmp", "unix:" + p(qmpName) + ",server=on,wait=off",
 		"-chardev", "socket,id=console,path=" + p(consoleName) + ",server=on,wait=off",
 		"-serial", "chardev:console",
@@ -271,6 +278,19 @@ func (d *Driver) Argv(spec driver.Spec) []string {
 		}
 	}
 	return append(argv, "-netdev", netdev, "-device", "virtio-net-pci,netdev=net0,mac="+guestMAC(spec.Slot))
+}
+
+// bootArgs is the kernel command line of the VM in slot: the configured one, and with taps the
+// guest's own address and gateway.
+func (d *Driver) bootArgs(slot int) (string, error) {
+	if d.cfg.TapPrefix == "" || d.cfg.TapNetwork == nil {
+		return d.cfg.BootArgs, nil
+	}
+	net, err := d.cfg.TapNetwork.BootArgs(slot)
+	if err != nil {
+		return "", fmt.Errorf("qemu: %w", err)
+	}
+	return d.cfg.BootArgs + " " + net, nil
 }
 
 // launch starts QEMU in its own process group, so that the provisioner's signals do not reach

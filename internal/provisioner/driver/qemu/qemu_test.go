@@ -411,3 +411,37 @@ func TestStopEndsQEMU(t *testing.T) {
 		t.Fatalf("destroy: %v", err)
 	}
 }
+
+// With taps, each guest gets its tap, its MAC and, on its kernel command line, its own address
+// and the bridge as gateway (the init has no DHCP client); a slot beyond the subnet is refused
+// before anything is made.
+func TestTapGuestsGetTheirSlotsAddress(t *testing.T) {
+	network, err := driver.ParseGuestNetwork("172.30.0.0/24")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := t.TempDir()
+	d, err := qemu.New(qemu.Config{RunDir: run, TapPrefix: "frtap", TapNetwork: &network})
+	if err != nil {
+		t.Fatalf("%v (%s)", err, guesttest.Install)
+	}
+	argv := strings.Join(d.Argv(driver.Spec{ID: "vm-tap", Slot: 3, VCPUs: 1, MemoryMiB: 256, KernelPath: "/k", RootfsPath: "/r"}), " ")
+	for _, want := range []string{
+		"-append " + qemu.DefaultBootArgs + " frp.addr=172.30.0.13/24 frp.gw=172.30.0.1 ",
+		"-netdev tap,id=net0,ifname=frtap3,script=no,downscript=no",
+	} {
+		if !strings.Contains(argv, want) {
+			t.Errorf("argv lacks %q:\n%s", want, argv)
+		}
+	}
+	if strings.Contains(argv, "restrict=on") || strings.Contains(argv, "guestfwd") {
+		t.Errorf("a tap guest got user networking: %s", argv)
+	}
+	err = d.Create(t.Context(), driver.Spec{ID: "vm-far", Slot: network.Slots(), VCPUs: 1, MemoryMiB: 256, KernelPath: "/k", RootfsPath: "/r"})
+	if err == nil || !strings.Contains(err.Error(), "has no address") {
+		t.Errorf("create beyond the subnet: %v", err)
+	}
+	if entries, _ := os.ReadDir(run); len(entries) != 0 {
+		t.Errorf("a refused create left %v", entries)
+	}
+}
