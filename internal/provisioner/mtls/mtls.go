@@ -2,7 +2,9 @@
 // must chain to the configured CA, certificate, key and CA re-read from their files when they
 // change (so rotation needs no restart), certificate expiry as Prometheus gauges, and gRPC
 // interceptors that let through only clients whose certificate identity (a URI SAN, e.g. a
-// SPIFFE ID, or the subject CN) is on the allow-list.
+// SPIFFE ID, or the subject CN) is on the allow-list. An allow-list entry containing "://" is a
+// URI and matches only URI SANs; any other entry matches only the subject CN, so a CN spelled
+// like an allowed URI is not that URI.
 package mtls
 
 import (
@@ -13,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,7 +31,9 @@ import (
 // Config names the files and the clients allowed.
 type Config struct {
 	CertFile, KeyFile, CAFile string
-	// AllowedIdentities are the client identities let in: URI SANs (spiffe://…) or subject CNs.
+	// AllowedIdentities are the client identities let in. An entry containing "://" (e.g.
+	// spiffe://example.org/ns/x/sa/y) is compared with the certificate's URI SANs only; any
+	// other entry with its subject CN only.
 	AllowedIdentities []string
 	// RecheckAfter is how long the files read last are trusted before a handshake reads them
 	// again; zero reads them on every handshake.
@@ -40,9 +45,10 @@ type Config struct {
 
 // Files serves the current certificate and CA from their files.
 type Files struct {
-	cfg     Config
-	allowed map[string]bool
-	expiry  *prometheus.GaugeVec
+	cfg Config
+	// allowedURIs are matched against URI SANs only, allowedCNs against the subject CN only.
+	allowedURIs, allowedCNs map[string]bool
+	expiry                  *prometheus.GaugeVec
 
 	mu        sync.Mutex
 	checked   time.Time
@@ -63,12 +69,19 @@ func New(cfg Config) (*Files, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	f := &Files{cfg: cfg, allowed: map[string]bool{}, expiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	f := &Files{cfg: cfg, allowedURIs: map[string]bool{}, allowedCNs: map[string]bool{}, expiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "forgejo_runner_provisioner_certificate_expiry_timestamp_seconds",
 		Help: "When the provisioner's serving certificate (cert=\"server\") and the earliest-expiring CA certificate (cert=\"ca\") expire, in Unix seconds.",
 	}, []string{"cert"})}
 	for _, id := range cfg.AllowedIdentities {
-		f.allowed[id] = true
+		switch {
+		case strings.TrimSpace(id) == "":
+			return nil, errors.New("mtls: an allowed client identity is empty")
+		case isURI(id):
+			f.allowedURIs[id] = true
+		default:
+			f.allowedCNs[id] = true
+		}
 	}
 	if err := f.load(true); err != nil {
 		return nil, err
@@ -194,8 +207,11 @@ func WithIdentity(ctx context.Context, id string) context.Context {
 	return context.WithValue(ctx, identityKey{}, id)
 }
 
+// isURI tells an allow-list entry naming a URI SAN from one naming a subject CN.
+func isURI(id string) bool { return strings.Contains(id, "://") }
+
 // authorize finds the verified client certificate and the first of its identities on the
-// allow-list (URI SANs before the CN).
+// allow-list: a URI SAN among the allowed URIs, else the subject CN among the allowed CNs.
 func (f *Files) authorize(ctx context.Context) (context.Context, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
@@ -208,15 +224,17 @@ func (f *Files) authorize(ctx context.Context) (context.Context, error) {
 	leaf := info.State.VerifiedChains[0][0]
 	var seen []string
 	for _, u := range leaf.URIs {
-		seen = append(seen, u.String())
-	}
-	if leaf.Subject.CommonName != "" {
-		seen = append(seen, leaf.Subject.CommonName)
-	}
-	for _, id := range seen {
-		if f.allowed[id] {
+		id := u.String()
+		if f.allowedURIs[id] {
 			return WithIdentity(ctx, id), nil
 		}
+		seen = append(seen, id)
+	}
+	if cn := leaf.Subject.CommonName; cn != "" {
+		if f.allowedCNs[cn] {
+			return WithIdentity(ctx, cn), nil
+		}
+		seen = append(seen, "CN="+cn)
 	}
 	f.cfg.Logger.Info("refused a client identity", "identities", seen, "serial", leaf.SerialNumber.String())
 	return nil, status.Errorf(codes.PermissionDenied, "client identity %v is not allowed", seen)
