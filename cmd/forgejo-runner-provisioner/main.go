@@ -60,7 +60,7 @@ type options struct {
 	reapInterval                      time.Duration
 	tlsRecheck                        time.Duration
 	eventLog, eventLogFsync           string
-	eventLogMaxMiB                    int64
+	eventLogMaxMiB, vmLogMaxMiB       int64
 	eventLogMaxFiles                  int
 	showVersion                       bool
 }
@@ -108,6 +108,7 @@ func parse(args []string) (*options, error) {
 	fs.StringVar(&o.eventLogFsync, "event-log-fsync", string(jsonlog.FsyncInterval), "when the event log is flushed to disk: always, interval (every second) or never")
 	fs.Int64Var(&o.eventLogMaxMiB, "event-log-max-mib", 100, "size in MiB at which the event log is rotated to FILE.1, FILE.2, …; 0 never rotates")
 	fs.IntVar(&o.eventLogMaxFiles, "event-log-max-files", 5, "rotated event log files kept")
+	fs.Int64Var(&o.vmLogMaxMiB, "vm-log-max-mib", 256, "a VM's log (console and runner output) stops growing at this size in MiB, and says so; 0: no limit")
 	fs.BoolVar(&o.showVersion, "version", false, "print the version and exit")
 	fs.DurationVar(&o.tlsRecheck, "tls-recheck", 10*time.Second, "how long TLS files read last are used before a handshake reads them again")
 	if err := fs.Parse(args); err != nil {
@@ -146,6 +147,9 @@ func parse(args []string) (*options, error) {
 	}
 	if _, err := jsonlog.ParseFsyncPolicy(o.eventLogFsync); err != nil {
 		problems = append(problems, "-event-log-fsync: "+err.Error())
+	}
+	if o.vmLogMaxMiB < 0 {
+		problems = append(problems, "-vm-log-max-mib must be 0 or more")
 	}
 	if o.eventLogMaxMiB < 0 || o.eventLogMaxFiles < 1 {
 		problems = append(problems, "-event-log-max-mib must be 0 or more and -event-log-max-files at least 1")
@@ -192,7 +196,7 @@ func main() {
 func newDriver(o *options, log logr.Logger) (driver.Driver, error) {
 	if o.driver == "qemu" {
 		cfg := qemu.Config{RunDir: o.runDir, QEMU: o.qemuBin, QEMUImg: o.qemuImg, Accel: o.qemuAccel, Initrd: o.qemuInitrd,
-			BootArgs: o.qemuBootArgs, TapPrefix: o.tapPrefix, TapNetwork: o.tapNetwork, Logger: log.WithName("qemu")}
+			BootArgs: o.qemuBootArgs, TapPrefix: o.tapPrefix, TapNetwork: o.tapNetwork, LogLimit: o.vmLogMaxMiB << 20, Logger: log.WithName("qemu")}
 		if len(o.qemuForwards) > 0 {
 			self, err := os.Executable()
 			if err != nil {
@@ -206,7 +210,7 @@ func newDriver(o *options, log logr.Logger) (driver.Driver, error) {
 		return qemu.New(cfg)
 	}
 	fcCfg := firecracker.Config{RunDir: o.runDir, Binary: o.firecrackerBin, TapPrefix: o.tapPrefix, TapNetwork: o.tapNetwork,
-		Logger: log.WithName("firecracker")}
+		LogLimit: o.vmLogMaxMiB << 20, Logger: log.WithName("firecracker")}
 	if o.jailerBin != "" {
 		fcCfg.RunDir = ""
 		fcCfg.Jailer = &firecracker.Jailer{Binary: o.jailerBin, ChrootBase: o.chroot, UID: o.jailUID, GID: o.jailGID}
@@ -295,7 +299,15 @@ func run(ctx context.Context, o *options, log logr.Logger) error {
 	}
 	// VMs keep running: a restarted provisioner adopts them (docs/provisioner.md).
 	log.Info("shutting down; VMs are left running for the next start to adopt")
-	srv.GracefulStop()
+	// Calls in flight get a few seconds; a following log stream would never end on its own.
+	stopped := make(chan struct{})
+	go func() { srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		srv.Stop()
+		<-stopped
+	}
 	if metrics != nil {
 		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()

@@ -108,7 +108,7 @@ type host struct {
 	bootArgs, simHost                     string
 	proc                                  *exec.Cmd
 	exited                                chan struct{}
-	logs                                  *bytes.Buffer
+	logs                                  *lockedBuffer
 	client                                pb.ProvisionerServiceClient
 }
 
@@ -162,7 +162,7 @@ func (h *host) start() {
 	if h.mets, err = operatorproc.FreeAddr(); err != nil {
 		t.Fatal(err)
 	}
-	h.logs = &bytes.Buffer{}
+	h.logs = &lockedBuffer{}
 	h.proc = exec.Command(binary, //nolint:gosec // the binary built above
 		"-listen", h.addr, "-metrics-listen", h.mets,
 		"-tls-cert", h.certFile, "-tls-key", h.keyFile, "-tls-client-ca", h.caFile, "-allowed-clients", operatorID,
@@ -189,6 +189,19 @@ func (h *host) start() {
 		return err == nil, fmt.Sprint(err)
 	})
 }
+
+// lockedBuffer holds the provisioner's output, written by exec's copier while the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 // kill ends the provisioner with sig and waits for it. Its VMs keep running: QEMU runs in
 // process groups of its own.

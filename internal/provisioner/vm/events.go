@@ -87,16 +87,21 @@ func (m *Manager) onGuestEvent(id string) func(driver.GuestEvent) {
 		}
 		var kind EventKind
 		var rec state.Record
-		m.update(id, func(r *state.Record) {
-			switch ge.Kind {
-			case driver.GuestLogOpen:
+		// Each milestone counts once, the first time: the guest is not trusted, and a repeated
+		// one would only skew the figures and cost a write of the record.
+		m.updateIf(id, func(r *state.Record) bool {
+			switch {
+			case ge.Kind == driver.GuestLogOpen && r.GuestReadyTime.IsZero():
 				kind, r.GuestReadyTime = EventGuestReady, at
-			case driver.GuestRunnerStarted:
+			case ge.Kind == driver.GuestRunnerStarted && r.RunnerStartTime.IsZero():
 				kind, r.RunnerStartTime = EventRunnerStarted, at
-			case driver.GuestRunnerExited:
+			case ge.Kind == driver.GuestRunnerExited && r.RunnerExitTime.IsZero():
 				kind, r.RunnerExitTime, r.RunnerExitCode = EventRunnerExited, at, ge.ExitCode
+			default:
+				return false
 			}
 			rec = *r
+			return true
 		})
 		if kind != "" && rec.ID != "" { // a VM deleted meanwhile has no more moments
 			m.emit(Event{Kind: kind, Time: at, Record: rec, ExitCode: ge.ExitCode})

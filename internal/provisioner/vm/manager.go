@@ -87,6 +87,9 @@ type Manager struct {
 
 	mu  sync.Mutex
 	vms map[string]*state.Record
+	// creating holds a channel per VM whose Create is under way, closed when it ends: the
+	// driver is never asked to destroy a VM it is still making.
+	creating map[string]chan struct{}
 }
 
 // New returns a Manager; call Recover before serving.
@@ -97,17 +100,30 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.MinLease <= 0 || cfg.DefaultLease < cfg.MinLease || cfg.MaxLease < cfg.DefaultLease {
 		return nil, fmt.Errorf("vm: lease bounds must satisfy 0 < min (%s) <= default (%s) <= max (%s)", cfg.MinLease, cfg.DefaultLease, cfg.MaxLease)
 	}
-	return &Manager{cfg: cfg, log: cfg.Logger, vms: map[string]*state.Record{}}, nil
+	return &Manager{cfg: cfg, log: cfg.Logger, vms: map[string]*state.Record{}, creating: map[string]chan struct{}{}}, nil
 }
 
 // Recover loads the records a previous run left and settles each VM: one whose hypervisor is
 // still running and whose guest already has its token is adopted; any other is destroyed (its
 // process is gone, or it never got its token, which was never written down and cannot be handed
 // over again). Each destroyed VM's record is removed with it.
+//
+// Records of another driver stop the start: this driver cannot see or destroy their VMs, which
+// would run on unaccounted (switch drivers only on an empty host).
 func (m *Manager) Recover(ctx context.Context) error {
 	records, err := m.cfg.Store.Load()
 	if err != nil {
 		return err
+	}
+	var foreign []string
+	for _, r := range records {
+		if r.Driver != m.cfg.Driver.Name() {
+			foreign = append(foreign, r.ID+" ("+r.Driver+")")
+		}
+	}
+	if len(foreign) > 0 {
+		return fmt.Errorf("the state directory holds VMs of another driver than %s: %v; start with their driver to destroy them, or remove them by hand",
+			m.cfg.Driver.Name(), foreign)
 	}
 	for i := range records {
 		r := records[i]
@@ -116,7 +132,16 @@ func (m *Manager) Recover(ctx context.Context) error {
 			m.driverError(r.ID, "state", err)
 			return fmt.Errorf("recover VM %s: %w", r.ID, err)
 		}
-		if st == driver.StateRunning && r.TokenDelivered && r.Driver == m.cfg.Driver.Name() {
+		if st == driver.StateRunning && r.TokenDelivered {
+			// A VM found running was started; and its operator, which could not reach a stopped
+			// provisioner, gets at least the shortest lease to renew it again.
+			r.Phase = state.PhaseRunning
+			if floor := m.cfg.Clock.Now().Add(m.cfg.MinLease); r.LeaseExpireTime.Before(floor) {
+				r.LeaseExpireTime = floor
+			}
+			if err := m.cfg.Store.Save(r); err != nil {
+				return fmt.Errorf("recover VM %s: %w", r.ID, err)
+			}
 			m.mu.Lock()
 			m.vms[r.ID] = &r
 			m.mu.Unlock()
@@ -236,7 +261,15 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (rec state.Reco
 	}
 	m.vms[r.ID] = r
 	made := *r
+	createDone := make(chan struct{})
+	m.creating[r.ID] = createDone
 	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.creating, made.ID)
+		m.mu.Unlock()
+		close(createDone)
+	}()
 	m.emit(Event{Kind: EventCreated, Time: now, Record: made})
 
 	log := m.log.WithValues("vm", r.ID, "pool", r.Owner.PoolNamespace+"/"+r.Owner.PoolName, "runner", r.Owner.RunnerName)
@@ -265,7 +298,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (rec state.Reco
 			m.driverError(id, "destroy", derr)
 		}
 		m.update(id, func(r *state.Record) { r.Phase, r.Message = state.PhaseFailed, err.Error(); after = *r })
-		m.emit(Event{Kind: EventFailed, Record: after, Reason: op, Message: err.Error()})
+		if after.ID != "" {
+			m.emit(Event{Kind: EventFailed, Record: after, Reason: op, Message: err.Error()})
+		}
 	} else {
 		m.update(id, func(r *state.Record) {
 			if r.Phase == state.PhaseCreating {
@@ -274,7 +309,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (rec state.Reco
 			after = *r
 		})
 		log.Info("VM started", "vcpus", r.VCPUs, "memoryMiB", r.MemoryMiB)
-		m.emit(Event{Kind: EventStarted, Record: after})
+		if after.ID != "" {
+			m.emit(Event{Kind: EventStarted, Record: after})
+		}
 	}
 	got, gerr := m.Get(req.Owner.Operator, id)
 	if gerr != nil {
@@ -286,13 +323,20 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (rec state.Reco
 
 // update changes a record and writes it; a record deleted meanwhile is left alone.
 func (m *Manager) update(id string, f func(*state.Record)) {
+	m.updateIf(id, func(r *state.Record) bool { f(r); return true })
+}
+
+// updateIf changes a record and writes it if f says it changed it.
+func (m *Manager) updateIf(id string, f func(*state.Record) bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := m.vms[id]
 	if r == nil {
 		return
 	}
-	f(r)
+	if !f(r) {
+		return
+	}
 	if err := m.cfg.Store.Save(*r); err != nil {
 		m.log.Error(err, "saving VM record", "vm", id)
 	}
@@ -337,8 +381,27 @@ func (m *Manager) Delete(ctx context.Context, operator, id string) error {
 	if _, err := m.Get(operator, id); err != nil {
 		return err
 	}
+	if err := m.waitCreated(ctx, id); err != nil {
+		return err
+	}
 	m.log.Info("deleting VM", "vm", id, "operator", operator)
 	return m.destroy(ctx, id, ReasonDeleted)
+}
+
+// waitCreated waits until no Create of the VM is under way.
+func (m *Manager) waitCreated(ctx context.Context, id string) error {
+	m.mu.Lock()
+	done := m.creating[id]
+	m.mu.Unlock()
+	if done == nil {
+		return nil
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("VM %s is still being created: %w", id, ctx.Err())
+	}
 }
 
 // destroy removes a VM from the host, then its record. The record goes last: if destroying
@@ -440,6 +503,9 @@ func (m *Manager) Reap(ctx context.Context) {
 	m.mu.Lock()
 	var lapsed, running []string
 	for id, r := range m.vms {
+		if m.creating[id] != nil {
+			continue // its Create ends first; the next round sees it
+		}
 		if !now.Before(r.LeaseExpireTime) {
 			lapsed = append(lapsed, id)
 		} else if r.Phase == state.PhaseRunning {
@@ -449,6 +515,13 @@ func (m *Manager) Reap(ctx context.Context) {
 	m.mu.Unlock()
 	sort.Strings(lapsed)
 	for _, id := range lapsed {
+		m.mu.Lock()
+		r := m.vms[id]
+		stillLapsed := r != nil && !m.cfg.Clock.Now().Before(r.LeaseExpireTime)
+		m.mu.Unlock()
+		if !stillLapsed {
+			continue // renewed or deleted meanwhile
+		}
 		m.log.Info("lease lapsed; destroying VM", "vm", id)
 		if err := m.destroy(ctx, id, ReasonLeaseLapsed); err != nil {
 			m.log.Error(err, "reaping VM", "vm", id)

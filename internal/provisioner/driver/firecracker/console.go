@@ -135,7 +135,7 @@ func (t *consoleTail) catchUp() error {
 
 // emit writes one console line to the log; n console bytes are then copied.
 func (t *consoleTail) emit(text []byte, n int) {
-	t.sink.Line(guestlog.ConsolePrefix + strings.TrimRight(string(text), "\r")) //nolint:errcheck,gosec // logged by the sink
+	t.sink.Line(guestlog.ConsolePrefix + guestlog.Clean(string(text))) //nolint:errcheck,gosec // logged by the sink
 	t.offset += int64(n)
 	t.partial = 0
 }

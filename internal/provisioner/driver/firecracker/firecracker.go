@@ -90,6 +90,9 @@ type Config struct {
 	// default the file at path (vm.log in the VM's directory, 0600), which ConsoleLog names. The
 	// guest starts its runner only after a line was written to it.
 	OpenSink func(id, path string) (io.WriteCloser, error)
+	// LogLimit bounds a VM's log in bytes (0: no limit); what the guest writes past it is
+	// dropped and the log says so.
+	LogLimit int64
 	// ConsolePoll is how often the console file is read for new lines (default 200ms).
 	ConsolePoll time.Duration
 	Logger      logr.Logger
@@ -234,7 +237,7 @@ func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 
 	// The host ends of the guest's vsock ports: Firecracker connects to them when the guest
 	// dials CID 2. Listen before the device exists, so no connection finds nobody.
-	v, err := d.attach(spec.ID, spec.OnGuestEvent)
+	v, err := d.attach(spec.ID, spec.OnGuestEvent, false)
 	if err != nil {
 		return err
 	}
@@ -388,7 +391,7 @@ func (d *Driver) Reattach(ctx context.Context, id string, onEvent func(driver.Gu
 	if known {
 		return nil
 	}
-	if _, err := d.attach(id, onEvent); err != nil {
+	if _, err := d.attach(id, onEvent, true); err != nil {
 		return fmt.Errorf("reattach VM %s: %w", id, err)
 	}
 	return nil

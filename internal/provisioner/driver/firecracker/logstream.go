@@ -37,7 +37,7 @@ var errAttached = errors.New("VM already attached")
 
 // attach opens the VM's log sink, starts copying its console into it and listens for the
 // guest's log stream. It is what Create and Reattach share.
-func (d *Driver) attach(id string, onEvent func(driver.GuestEvent)) (*vm, error) {
+func (d *Driver) attach(id string, onEvent func(driver.GuestEvent), adopted bool) (*vm, error) {
 	v := &vm{stop: make(chan struct{}), conns: map[net.Conn]struct{}{}}
 	d.mu.Lock()
 	if d.vms[id] != nil {
@@ -54,7 +54,11 @@ func (d *Driver) attach(id string, onEvent func(driver.GuestEvent)) (*vm, error)
 		log.Error(err, "opening the VM's log sink")
 		v.sink = guestlog.Refusing(err, log)
 	} else {
-		v.sink = guestlog.NewSink(w, log)
+		v.sink = guestlog.NewSink(w, log, d.cfg.LogLimit)
+	}
+	stream := guestlog.NewStream(id, v.sink, onEvent)
+	if adopted {
+		stream.Adopted() // its guest resumes the stream the last run acknowledged
 	}
 	v.tail = newConsoleTail(filepath.Join(dir, consoleName), filepath.Join(dir, consoleOffsetName), v.sink, log)
 	// What the console held while no provisioner ran goes first.
@@ -81,7 +85,7 @@ func (d *Driver) attach(id string, onEvent func(driver.GuestEvent)) (*vm, error)
 	}()
 	go func() {
 		defer v.wg.Done()
-		v.serveLog(ln, onEvent, log)
+		v.serveLog(ln, stream, log)
 	}()
 	return v, nil
 }
@@ -92,9 +96,9 @@ func (v *vm) setConfig(ch *guestchan.Channel) {
 	v.config = ch
 }
 
-// serveLog relays each connection of the guest's log stream: one at a time in practice, a new
-// one after the guest's last broke.
-func (v *vm) serveLog(ln *net.UnixListener, onEvent func(driver.GuestEvent), log logr.Logger) {
+// serveLog relays each connection of the guest's log stream: one at a time (the stream closes
+// another while one is live), a new one after the guest's last broke.
+func (v *vm) serveLog(ln *net.UnixListener, stream *guestlog.Stream, log logr.Logger) {
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -120,7 +124,7 @@ func (v *vm) serveLog(ln *net.UnixListener, onEvent func(driver.GuestEvent), log
 		v.mu.Unlock()
 		go func() {
 			defer v.wg.Done()
-			guestlog.RelayGuest(consoleFirst{Conn: conn, tail: v.tail}, v.sink, onEvent)
+			stream.Serve(consoleFirst{Conn: conn, tail: v.tail})
 			v.mu.Lock()
 			delete(v.conns, conn)
 			v.mu.Unlock()

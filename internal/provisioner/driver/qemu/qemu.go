@@ -84,6 +84,9 @@ type Config struct {
 	// OpenSink opens where a VM's logs go; by default the file at path, which StreamLogs serves.
 	// The guest's runner starts only after a line was written to it.
 	OpenSink func(id, path string) (io.WriteCloser, error)
+	// LogLimit bounds a VM's log in bytes (0: no limit); what the guest writes past it is
+	// dropped and the log says so.
+	LogLimit int64
 	// StartWait bounds the wait for a new QEMU process's QMP socket (default 30s).
 	StartWait time.Duration
 	Logger    logr.Logger
@@ -352,7 +355,7 @@ func (d *Driver) attach(id string, v *vm, onRead func(), onEvent func(driver.Gue
 		log.Error(err, "opening the VM's log sink")
 		s = guestlog.Refusing(err, log)
 	} else {
-		s = guestlog.NewSink(w, log)
+		s = guestlog.NewSink(w, log, d.cfg.LogLimit)
 	}
 	dial := func(name string) (net.Conn, error) {
 		c, err := net.Dial("unix", d.path(id, name))
@@ -385,7 +388,12 @@ func (d *Driver) attach(id string, v *vm, onRead func(), onEvent func(driver.Gue
 	v.sink, v.conns = s, conns
 	d.mu.Unlock()
 	go guestlog.RelayConsole(console, s)
-	go guestlog.RelayGuest(logc, s, onEvent)
+	stream := guestlog.NewStream(id, s, onEvent)
+	if v.payload == nil {
+		go stream.Continue(logc) // adopted: the guest's stream goes on where it was
+	} else {
+		go stream.Serve(logc)
+	}
 	return nil
 }
 

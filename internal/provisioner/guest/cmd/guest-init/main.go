@@ -295,10 +295,7 @@ func runRunner(bin string, cfg driver.GuestConfig, logw *logStream) (int, error)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			logw.line("runner: " + sc.Text())
-		}
+		eachChunk(pr, runnerChunk, func(text string) { logw.line("runner: " + text) })
 	}()
 	logw.printf("starting %s one-job for runner %s", bin, cfg.RegistrationUUID)
 	if err := cmd.Start(); err != nil {
@@ -324,4 +321,23 @@ func runRunner(bin string, cfg driver.GuestConfig, logw *logStream) (int, error)
 		return -1, fmt.Errorf("runner: %w", err)
 	}
 	return 0, nil
+}
+
+// runnerChunk is the longest piece of a runner's line sent as one line: well under the host's
+// cut (guestlog.MaxLine), so nothing of a long line is lost, only split.
+const runnerChunk = 16 << 10
+
+// eachChunk calls fn with each line of r, a line longer than size in pieces of size, until r
+// ends: no line is too long to pass, so the runner never blocks on a stalled copier.
+func eachChunk(r io.Reader, size int, fn func(string)) {
+	br := bufio.NewReaderSize(r, size)
+	for {
+		frag, err := br.ReadSlice('\n')
+		if len(frag) > 0 {
+			fn(strings.TrimSuffix(string(frag), "\n"))
+		}
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return
+		}
+	}
 }
