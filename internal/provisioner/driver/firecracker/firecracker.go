@@ -101,6 +101,8 @@ type Config struct {
 // Driver is the Firecracker driver.
 type Driver struct {
 	cfg Config
+	// jailName names the jails' directories under the jailer's chroot base.
+	jailName string
 
 	mu  sync.Mutex
 	vms map[string]*vm
@@ -135,7 +137,11 @@ func New(cfg Config) (*Driver, error) {
 			return nil, fmt.Errorf("firecracker: create run directory: %w", err)
 		}
 	}
-	return &Driver{cfg: cfg, vms: map[string]*vm{}}, nil
+	d := &Driver{cfg: cfg, vms: map[string]*vm{}}
+	if cfg.Jailer != nil {
+		d.jailName = jailName(cfg.Binary)
+	}
+	return d, nil
 }
 
 // Name implements driver.Driver.
@@ -144,7 +150,7 @@ func (d *Driver) Name() string { return "firecracker" }
 // Dir is the VM's directory on the host: the jail's root when jailed.
 func (d *Driver) Dir(id string) string {
 	if d.cfg.Jailer != nil {
-		return d.cfg.Jailer.root(id)
+		return d.cfg.Jailer.root(d.jailName, id)
 	}
 	return filepath.Join(d.cfg.RunDir, id)
 }
@@ -324,7 +330,7 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 	}
 	target := dir
 	if d.cfg.Jailer != nil {
-		target = filepath.Dir(dir) // <chroot base>/firecracker/<id>: the jail with its root
+		target = filepath.Dir(dir) // <chroot base>/<jail name>/<id>: the jail with its root
 	}
 	if err := os.RemoveAll(target); err != nil {
 		return fmt.Errorf("remove VM directory: %w", err)

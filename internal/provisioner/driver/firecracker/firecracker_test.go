@@ -645,6 +645,67 @@ func TestJailedPathsAreInsideTheChroot(t *testing.T) {
 	}
 }
 
+// TestJailerCommandLine: the jailer is given the parent cgroup, the network namespace and a new
+// PID namespace when configured, and nothing of them otherwise; Firecracker's own arguments
+// after "--" do not repeat --id (the jailer passes it, and Firecracker refuses a second); the
+// jail is made where the jailer puts it, under the Firecracker binary's resolved file name.
+func TestJailerCommandLine(t *testing.T) {
+	ctx := context.Background()
+	kernel, rootfs := images(t)
+	bin := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bin, "firecracker-v1.15.1-x86_64"), []byte("#!/bin/false\n"), 0o755); err != nil { //nolint:gosec // a stand-in binary
+		t.Fatal(err)
+	}
+	if err := os.Symlink("firecracker-v1.15.1-x86_64", filepath.Join(bin, "firecracker")); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name       string
+		jailer     firecracker.Jailer
+		want, nots []string
+	}{
+		{"plain", firecracker.Jailer{},
+			nil, []string{"--parent-cgroup", "--netns", "--new-pid-ns"}},
+		{"all", firecracker.Jailer{ParentCgroup: "forgejo-runner-vms", NetNS: "/var/run/netns/frp", NewPIDNS: true},
+			[]string{"--parent-cgroup forgejo-runner-vms", "--netns /var/run/netns/frp", "--new-pid-ns"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			launcher := fctest.NewLauncher(t)
+			base := t.TempDir()
+			j := tc.jailer
+			j.Binary, j.ChrootBase, j.UID, j.GID = "/usr/bin/jailer", base, os.Getuid(), os.Getgid()
+			d := newDriver(t, firecracker.Config{Jailer: &j, Binary: filepath.Join(bin, "firecracker"), Launcher: launcher})
+			if err := d.Create(ctx, spec("vm-jc", kernel, rootfs, nil)); err != nil {
+				t.Fatal(err)
+			}
+			defer d.Destroy(ctx, "vm-jc") //nolint:errcheck // the test's VM
+			argv := launcher.Launches()[0].Argv
+			jailer, fc, found := strings.Cut(strings.Join(argv, " "), " -- ")
+			if !found {
+				t.Fatalf("no -- in %q", argv)
+			}
+			for _, want := range append([]string{"/usr/bin/jailer --id vm-jc", "--exec-file " + filepath.Join(bin, "firecracker"),
+				"--uid " + fmt.Sprint(os.Getuid()), "--gid " + fmt.Sprint(os.Getgid()), "--chroot-base-dir " + base,
+				"--cgroup-version 2", "--cgroup cpu.max=200000 100000", "--cgroup memory.max=603979776"}, tc.want...) {
+				if !strings.Contains(jailer+" ", want+" ") {
+					t.Errorf("jailer argv %q lacks %q", jailer, want)
+				}
+			}
+			for _, not := range tc.nots {
+				if strings.Contains(jailer, not) {
+					t.Errorf("jailer argv %q has %q", jailer, not)
+				}
+			}
+			if fc != "--api-sock /firecracker.socket" {
+				t.Errorf("Firecracker's arguments %q, want only the API socket", fc)
+			}
+			if launch := launcher.Launches()[0]; launch.Dir != filepath.Join(base, "firecracker-v1.15.1-x86_64", "vm-jc", "root") {
+				t.Errorf("the jail is %s, not where the jailer makes it", launch.Dir)
+			}
+		})
+	}
+}
+
 func contains(list []string, s string) bool {
 	for _, e := range list {
 		if e == s {

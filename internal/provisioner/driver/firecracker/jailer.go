@@ -10,27 +10,44 @@ import (
 )
 
 // Jailer runs Firecracker under Firecracker's jailer: a chroot per VM at
-// <ChrootBase>/firecracker/<id>/root, an unprivileged uid/gid, a cgroup (v2) per VM with the
-// VM's CPU and memory limits, and a new network namespace when NetNS is set. The layout is in
-// docs/provisioner.md.
+// <ChrootBase>/<exec name>/<id>/root (the exec name is the Firecracker binary's file name, its
+// symlinks resolved, as the jailer names it), an unprivileged uid/gid, a cgroup (v2) per VM with
+// the VM's CPU and memory limits, optionally a new PID namespace and a network namespace. The
+// layout is in docs/provisioner.md.
 type Jailer struct {
 	// Binary is the jailer executable.
 	Binary string
 	// ChrootBase is the jailer's --chroot-base-dir.
 	ChrootBase string
 	UID, GID   int
-	// NetNS is a network namespace path for --netns (where the VM's tap lives), optional.
+	// NetNS is --netns: the path of the network namespace the VM's tap lives in, e.g.
+	// /var/run/netns/forgejo-runners; empty leaves Firecracker in the provisioner's.
 	NetNS string
-	// ParentCgroup is --parent-cgroup, e.g. "forgejo-runner-vms".
+	// ParentCgroup is --parent-cgroup, e.g. "forgejo-runner-vms": each VM's cgroup is
+	// <cgroup v2 root>/<ParentCgroup>/<vm id>. Empty: the jailer's default, the exec name.
 	ParentCgroup string
+	// NewPIDNS is --new-pid-ns: Firecracker runs in a PID namespace of its own (as its init), and
+	// sees no other process of the host.
+	NewPIDNS bool
 }
 
-// root is the chroot of a VM, where its files are put and Firecracker sees "/".
-func (j *Jailer) root(id string) string {
-	// The jailer names the jail after the exec file's base name: always "firecracker" here.
-	return filepath.Join(j.ChrootBase, "firecracker", id, "root")
+// jailName is the name the jailer gives a jail's directory under the chroot base: the exec
+// file's name after its symlinks are resolved (the jailer canonicalizes --exec-file). A binary
+// that cannot be resolved here is named as given (the jailer will refuse it anyway).
+func jailName(firecracker string) string {
+	if resolved, err := filepath.EvalSymlinks(firecracker); err == nil {
+		firecracker = resolved
+	}
+	return filepath.Base(firecracker)
 }
 
+// root is the chroot of a VM, where Firecracker's files are put and Firecracker sees "/".
+func (j *Jailer) root(name, id string) string {
+	return filepath.Join(j.ChrootBase, name, id, "root")
+}
+
+// argv is the jailer's command line. Firecracker's own arguments follow "--"; the jailer gives
+// it --id itself (a second --id would make Firecracker refuse to start).
 func (j *Jailer) argv(firecracker string, spec driver.Spec) []string {
 	args := []string{j.Binary,
 		"--id", spec.ID,
@@ -49,7 +66,10 @@ func (j *Jailer) argv(firecracker string, spec driver.Spec) []string {
 	if j.NetNS != "" {
 		args = append(args, "--netns", j.NetNS)
 	}
-	return append(args, "--", "--api-sock", "/"+apiSocketName, "--id", spec.ID)
+	if j.NewPIDNS {
+		args = append(args, "--new-pid-ns")
+	}
+	return append(args, "--", "--api-sock", "/"+apiSocketName)
 }
 
 // chownJail hands the jail's files to the jailer's user: Firecracker opens them after dropping
