@@ -218,6 +218,14 @@ func newDriver(o *options, log logr.Logger) (driver.Driver, error) {
 	return firecracker.New(fcCfg)
 }
 
+// maxSlots is how many VMs the tap subnet has addresses for; no bound without taps.
+func maxSlots(o *options) int {
+	if o.tapNetwork == nil {
+		return 0
+	}
+	return o.tapNetwork.Slots()
+}
+
 func run(ctx context.Context, o *options, log logr.Logger) error {
 	log.Info("starting forgejo-runner-provisioner", "version", version.Version, "driver", o.driver, "listen", o.listen)
 	var allowed []string
@@ -262,7 +270,7 @@ func run(ctx context.Context, o *options, log logr.Logger) error {
 	}
 	vms, err := vm.New(vm.Config{Driver: drv, Store: store, Clock: clock.RealClock{}, ImageDir: filepath.Clean(o.imageDir),
 		VCPUs: uint32(o.vcpus), MemoryMiB: o.memoryMiB, //nolint:gosec // a host's vCPU count fits
-		MinLease: o.minLease, DefaultLease: o.defaultLease, MaxLease: o.maxLease, Logger: log.WithName("vm"), Events: rec.Observe})
+		MaxSlots: maxSlots(o), MinLease: o.minLease, DefaultLease: o.defaultLease, MaxLease: o.maxLease, Logger: log.WithName("vm"), Events: rec.Observe})
 	if err != nil {
 		return err
 	}

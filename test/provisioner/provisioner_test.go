@@ -435,6 +435,9 @@ func TestVMRunsJobThroughTheAPI(t *testing.T) {
 	if bad.GetVm().GetState() != pb.VMState_VM_STATE_FAILED || !strings.Contains(bad.GetVm().GetMessage(), "qemu") {
 		t.Errorf("broken kernel: %v", bad.GetVm())
 	}
+	if l := h.vmLog(badID); !strings.Contains(l, "FailedPrecondition") || !strings.Contains(l, "qemu") {
+		t.Errorf("logs of the failed VM: %s", l)
+	}
 	if _, err := h.client.DeleteVM(ctx, &pb.DeleteVMRequest{Id: badID}); err != nil {
 		t.Fatalf("delete the failed VM: %v", err)
 	}

@@ -31,6 +31,7 @@ var (
 	ErrConflict   = errors.New("idempotency key already used with other parameters")
 	ErrNoCapacity = errors.New("not enough capacity on this host")
 	ErrInvalid    = errors.New("invalid request")
+	ErrNoLog      = errors.New("no log on the host")
 )
 
 // Config configures a Manager.
@@ -43,6 +44,9 @@ type Config struct {
 	// VCPUs and MemoryMiB are what this host gives its VMs in total.
 	VCPUs     uint32
 	MemoryMiB uint64
+	// MaxSlots bounds the VMs at once (0: no bound beyond vCPUs and memory), e.g. by the
+	// addresses of the tap subnet.
+	MaxSlots int
 	// Lease bounds: a request's lease is clamped to [MinLease, MaxLease], DefaultLease if unset.
 	MinLease, DefaultLease, MaxLease time.Duration
 	Logger                           logr.Logger
@@ -241,6 +245,10 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (rec state.Reco
 		}
 	}
 	c := m.capacityLocked()
+	if slot := m.freeSlotLocked(); m.cfg.MaxSlots > 0 && slot >= m.cfg.MaxSlots {
+		m.mu.Unlock()
+		return state.Record{}, false, fmt.Errorf("%w: all %d VM slots (addresses) of this host are taken", ErrNoCapacity, m.cfg.MaxSlots)
+	}
 	if c.VCPUsUsed+req.VCPUs > c.VCPUsTotal || c.MemoryMiBUsed+uint64(req.MemoryMiB) > c.MemoryMiBTotal {
 		m.mu.Unlock()
 		return state.Record{}, false, fmt.Errorf("%w: asked for %d vCPUs and %d MiB, %d vCPUs and %d MiB free", ErrNoCapacity,
@@ -488,12 +496,18 @@ func (m *Manager) freeSlotLocked() int {
 	}
 }
 
-// ConsoleLog returns the path of one of an operator's VMs' console log.
+// ConsoleLog returns the path of one of an operator's VMs' console log; ErrNoLog when nothing
+// of the VM is on the host (it failed to be made).
 func (m *Manager) ConsoleLog(operator, id string) (string, error) {
-	if _, err := m.Get(operator, id); err != nil {
+	r, err := m.Get(operator, id)
+	if err != nil {
 		return "", err
 	}
-	return m.cfg.Driver.ConsoleLog(id)
+	p, err := m.cfg.Driver.ConsoleLog(id)
+	if errors.Is(err, driver.ErrNotFound) {
+		return "", fmt.Errorf("%w: VM %s is %s: %s", ErrNoLog, id, r.Phase, r.Message)
+	}
+	return p, err
 }
 
 // Reap destroys every VM whose lease lapsed by now, and marks stopped the running VMs whose

@@ -331,3 +331,20 @@ func TestRecoverAdoptsWithAFloorAndRefusesForeignRecords(t *testing.T) {
 		t.Errorf("recover with a qemu record under firecracker: %v", err)
 	}
 }
+
+// A host bounded by its slots (the tap subnet's addresses) says so, as it does for vCPUs.
+func TestSlotsBoundTheHost(t *testing.T) {
+	h := newHost(t)
+	fc, _ := firecracker.New(firecracker.Config{RunDir: h.runDir, Binary: "firecracker", Launcher: h.launcher, Logger: logr.Discard()})
+	m, err := vm.New(vm.Config{Driver: fc, Store: h.store, Clock: h.clock, ImageDir: h.imageDir, VCPUs: 4, MemoryMiB: 2048, MaxSlots: 1,
+		MinLease: time.Minute, DefaultLease: 10 * time.Minute, MaxLease: time.Hour, Logger: logr.Discard()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := m.Create(context.Background(), req("one", 1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := m.Create(context.Background(), req("two", 1, 0)); !errors.Is(err, vm.ErrNoCapacity) || !strings.Contains(err.Error(), "slots") {
+		t.Errorf("a second VM with one slot: %v", err)
+	}
+}

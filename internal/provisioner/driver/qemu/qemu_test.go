@@ -100,6 +100,13 @@ func newEnv(t testing.TB) *env {
 
 func (e *env) driver(bootArgs string, sink func(id, path string) (io.WriteCloser, error)) *qemu.Driver {
 	e.t.Helper()
+	return e.driverWith(bootArgs, sink, true)
+}
+
+// driverWith makes a driver; without the forward to the simulator its VMs reach nothing, and
+// QEMU runs under its seccomp sandbox.
+func (e *env) driverWith(bootArgs string, sink func(id, path string) (io.WriteCloser, error), forward bool) *qemu.Driver {
+	e.t.Helper()
 	self, err := os.Executable()
 	if err != nil {
 		e.t.Fatal(err)
@@ -110,10 +117,14 @@ func (e *env) driver(bootArgs string, sink func(id, path string) (io.WriteCloser
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(func() { os.RemoveAll(runDir) }) //nolint:errcheck,gosec // best effort
+	var forwards []qemu.Forward
+	if forward {
+		forwards = []qemu.Forward{{Guest: guestForgejo, Command: []string{self, "relay", e.simURL.Host}}}
+	}
 	d, err := qemu.New(qemu.Config{
 		RunDir: runDir, Accel: "tcg", Initrd: e.img.Initrd,
 		BootArgs: qemu.DefaultBootArgs + " " + e.img.BootArgs + " " + bootArgs,
-		Forwards: []qemu.Forward{{Guest: guestForgejo, Command: []string{self, "relay", e.simURL.Host}}},
+		Forwards: forwards,
 		OpenSink: sink,
 	})
 	if err != nil {
@@ -323,7 +334,8 @@ func (s *refusingSink) String() string {
 func TestRefusedLogSinkNeverStartsRunner(t *testing.T) {
 	e := newEnv(t)
 	sink := &refusingSink{}
-	d := e.driver(guest.ParamAckTimeout+"=20s", func(string, string) (io.WriteCloser, error) { return sink, nil })
+	// No forward: the guest needs no network here, and QEMU runs under its seccomp sandbox.
+	d := e.driverWith(guest.ParamAckTimeout+"=20s", func(string, string) (io.WriteCloser, error) { return sink, nil }, false)
 	reg := e.register("qemu-refused")
 	job := e.queue()
 	const id = "vm-refused"
@@ -332,7 +344,11 @@ func TestRefusedLogSinkNeverStartsRunner(t *testing.T) {
 	if err := d.Create(ctx, spec(id, 1, e, reg, func() { tokenRead.Store(true) })); err != nil {
 		t.Fatalf("create: %v", err)
 	}
-	t.Cleanup(func() { d.Destroy(context.Background(), id) }) //nolint:errcheck,gosec // best effort after a failure
+	t.Cleanup(func() { d.Destroy(context.Background(), id) })   //nolint:errcheck,gosec // best effort after a failure
+	pid, _ := os.ReadFile(filepath.Join(d.Dir(id), "qemu.pid")) //nolint:gosec // the test's VM
+	if cmdline, err := os.ReadFile("/proc/" + strings.TrimSpace(string(pid)) + "/cmdline"); err != nil || !strings.Contains(string(cmdline), "spawn=deny") {
+		t.Errorf("QEMU does not run under its seccomp sandbox: %q, %v", cmdline, err)
+	}
 	if err := d.Start(ctx, id); err != nil {
 		t.Fatalf("start: %v", err)
 	}
@@ -445,6 +461,7 @@ func TestTapGuestsGetTheirSlotsAddress(t *testing.T) {
 	for _, want := range []string{
 		"-append " + qemu.DefaultBootArgs + " frp.addr=172.30.0.13/24 frp.gw=172.30.0.1 ",
 		"-netdev tap,id=net0,ifname=frtap3,script=no,downscript=no",
+		"-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
 	} {
 		if !strings.Contains(argv, want) {
 			t.Errorf("argv lacks %q:\n%s", want, argv)
