@@ -48,6 +48,8 @@ type options struct {
 	stateDir, runDir, imageDir        string
 	driver                            string
 	firecrackerBin, jailerBin, chroot string
+	jailNetNS, jailParentCgroup       string
+	jailNewPIDNS                      bool
 	jailUID, jailGID                  int
 	tapPrefix, tapSubnet              string
 	tapNetwork                        *driver.GuestNetwork
@@ -96,6 +98,9 @@ func parse(args []string) (*options, error) {
 	fs.StringVar(&o.chroot, "jailer-chroot-base", "/srv/jailer", "jailer --chroot-base-dir")
 	fs.IntVar(&o.jailUID, "jailer-uid", 0, "uid Firecracker runs as under the jailer")
 	fs.IntVar(&o.jailGID, "jailer-gid", 0, "gid Firecracker runs as under the jailer")
+	fs.StringVar(&o.jailNetNS, "jailer-netns", "", "jailer --netns: the network namespace (a path such as /var/run/netns/forgejo-vms) the VMs' taps live in; empty: the provisioner's")
+	fs.StringVar(&o.jailParentCgroup, "jailer-parent-cgroup", "forgejo-runner-vms", "jailer --parent-cgroup: each VM's cgroup is <cgroup v2 root>/<this>/<vm id>")
+	fs.BoolVar(&o.jailNewPIDNS, "jailer-new-pid-ns", true, "jailer --new-pid-ns: each Firecracker in a PID namespace of its own")
 	fs.StringVar(&o.tapPrefix, "tap-prefix", "", "VMs get tap device <prefix><slot> (made by the host's network setup); empty: no network (Firecracker) or QEMU user networking")
 	fs.StringVar(&o.tapSubnet, "tap-subnet", "", "with -tap-prefix: the bridge's IPv4 subnet; the bridge has its first address (the VMs' gateway), the VM in slot s has address .10+s")
 	fs.UintVar(&o.vcpus, "vcpus", uint(runtime.NumCPU()), "vCPUs this host gives VMs in total")
@@ -141,6 +146,9 @@ func parse(args []string) (*options, error) {
 	}
 	if o.memoryMiB == 0 || o.vcpus == 0 {
 		problems = append(problems, "-vcpus and -memory-mib must be above zero")
+	}
+	if o.jailNetNS != "" && !filepath.IsAbs(o.jailNetNS) {
+		problems = append(problems, "-jailer-netns must be an absolute path such as /var/run/netns/forgejo-vms")
 	}
 	if o.jailerBin != "" && (o.jailUID == 0 || o.jailGID == 0) {
 		problems = append(problems, "-jailer-uid and -jailer-gid must name an unprivileged user")
@@ -213,7 +221,8 @@ func newDriver(o *options, log logr.Logger) (driver.Driver, error) {
 		LogLimit: o.vmLogMaxMiB << 20, Logger: log.WithName("firecracker")}
 	if o.jailerBin != "" {
 		fcCfg.RunDir = ""
-		fcCfg.Jailer = &firecracker.Jailer{Binary: o.jailerBin, ChrootBase: o.chroot, UID: o.jailUID, GID: o.jailGID}
+		fcCfg.Jailer = &firecracker.Jailer{Binary: o.jailerBin, ChrootBase: o.chroot, UID: o.jailUID, GID: o.jailGID,
+			NetNS: o.jailNetNS, ParentCgroup: o.jailParentCgroup, NewPIDNS: o.jailNewPIDNS}
 	}
 	return firecracker.New(fcCfg)
 }

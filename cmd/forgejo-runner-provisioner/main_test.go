@@ -27,6 +27,7 @@ func TestParseRefusesBadFlags(t *testing.T) {
 		{append(good, "-event-log-max-files", "0"), "-event-log-max-files at least 1"},
 		{append(good, "-event-log-path", "/var/lib/p/state/events.jsonl"), "must not be inside -state-dir"},
 		{append(good, "-qemu-forward", "nonsense"), "want GUEST=HOST"},
+		{append(good, "-jailer-netns", "forgejo-vms"), "-jailer-netns must be an absolute path"},
 		{append(good, "-vm-log-max-mib", "-1"), "-vm-log-max-mib must be 0 or more"},
 		{append(good, "-tap-prefix", "frtap"), "-tap-prefix and -tap-subnet go together"},
 		{append(good, "-tap-prefix", "frtap", "-tap-subnet", "172.30.0.0/30"), "-tap-subnet: guest subnet"},
