@@ -22,7 +22,7 @@ func newAPIClient(socket string) *apiClient {
 	return &apiClient{socket: socket, http: &http.Client{
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+				return dialSocket(ctx, socket) // in a jail: never a socket a symlink names
 			},
 			DisableKeepAlives: true,
 		},

@@ -28,8 +28,10 @@ const (
 // guestlog.ConsolePrefix. The console is Firecracker's standard output, a file the provisioner
 // only reads: Firecracker never writes into a pipe the provisioner holds, so a provisioner that
 // exits costs it nothing (no SIGPIPE, no blocked guest). How far the copy got is kept in
-// offsetPath, so the next run of the provisioner continues there: a line can be copied twice
-// (the run ended between writing it and saving the offset), none is skipped.
+// offsetPath (in the state directory, out of Firecracker's reach), so the next run of the
+// provisioner continues there: a line can be copied twice (the run ended between writing it and
+// saving the offset), none is skipped. The console file is in the jail: it is opened only if it
+// is a regular file of its own (not a symlink, FIFO or hard link a jailed Firecracker put there).
 type consoleTail struct {
 	path, offsetPath string
 	sink             *guestlog.Sink
@@ -44,7 +46,7 @@ type consoleTail struct {
 
 func newConsoleTail(path, offsetPath string, sink *guestlog.Sink, log logr.Logger) *consoleTail {
 	t := &consoleTail{path: path, offsetPath: offsetPath, sink: sink, log: log}
-	if data, err := os.ReadFile(offsetPath); err == nil { //nolint:gosec // under the VM's directory
+	if data, err := os.ReadFile(offsetPath); err == nil { //nolint:gosec // the provisioner's state directory
 		if off, perr := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64); perr == nil && off >= 0 {
 			t.offset = off
 		}
@@ -82,7 +84,7 @@ func (t *consoleTail) catchUp() error {
 	if t.halted {
 		return nil
 	}
-	f, err := os.Open(t.path)
+	f, err := openRegular(t.path, os.O_RDONLY, 0)
 	if err != nil {
 		return fmt.Errorf("open console: %w", err)
 	}

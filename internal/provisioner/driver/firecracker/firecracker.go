@@ -14,7 +14,8 @@
 //
 // The VM's log (vm.log, what ConsoleLog names) holds the serial console, which Firecracker writes
 // to its standard output, a file (console.log) the driver reads and copies line by line, and the
-// guest's log stream. A provisioner restart costs the VM nothing: Firecracker's output never goes
+// guest's log stream. The provisioner's own files of a VM (vm.log, console.offset, the process
+// record) are kept out of the jail, where Firecracker cannot replace them. A provisioner restart costs the VM nothing: Firecracker's output never goes
 // through the provisioner, and the guest dials its log stream again until a provisioner that
 // Reattached the VM answers.
 package firecracker
@@ -56,7 +57,11 @@ const (
 	loggerName    = "firecracker.log"
 	metricsName   = "metrics.json"
 	vsockName     = "v.sock"
-	// Made by the driver, not given to Firecracker.
+)
+
+// Files in a VM's state directory: the provisioner's, never given to Firecracker. Unjailed it is
+// the VM's directory; jailed, the jail's directory above its root, outside the chroot.
+const (
 	logName           = "vm.log"         // the console's lines and the guest's log stream: ConsoleLog
 	consoleOffsetName = "console.offset" // how much of console.log is in vm.log
 )
@@ -87,8 +92,8 @@ type Config struct {
 	// SocketWait bounds the wait for a new Firecracker process's API socket.
 	SocketWait time.Duration
 	// OpenSink opens where a VM's log goes (the console's lines and the guest's log stream); by
-	// default the file at path (vm.log in the VM's directory, 0600), which ConsoleLog names. The
-	// guest starts its runner only after a line was written to it.
+	// default the file at path (vm.log in the VM's state directory, 0600), which ConsoleLog
+	// names. The guest starts its runner only after a line was written to it.
 	OpenSink func(id, path string) (io.WriteCloser, error)
 	// LogLimit bounds a VM's log in bytes (0: no limit); what the guest writes past it is
 	// dropped and the log says so.
@@ -129,7 +134,7 @@ func New(cfg Config) (*Driver, error) {
 	}
 	if cfg.OpenSink == nil {
 		cfg.OpenSink = func(_, path string) (io.WriteCloser, error) {
-			return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600) //nolint:gosec // under the VM's directory
+			return openRegular(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 		}
 	}
 	if cfg.RunDir != "" {
@@ -155,6 +160,16 @@ func (d *Driver) Dir(id string) string {
 	return filepath.Join(d.cfg.RunDir, id)
 }
 
+// stateDir is the provisioner's own directory of a VM, 0700, where Firecracker cannot write: the
+// VM's directory when not jailed, the jail's directory (<chroot base>/<jail name>/<id>, above the
+// chroot) when jailed. Removing it removes everything of the VM.
+func (d *Driver) stateDir(id string) string {
+	if d.cfg.Jailer != nil {
+		return filepath.Dir(d.Dir(id))
+	}
+	return d.Dir(id)
+}
+
 // apiPath is how Firecracker must be told of a file in the VM's directory: inside the chroot
 // when jailed, where the directory is "/".
 func (d *Driver) apiPath(id, name string) string {
@@ -178,7 +193,7 @@ func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 		return err
 	}
 	dir := d.Dir(spec.ID)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil { // and the state directory above a jail's root
 		return fmt.Errorf("create VM directory: %w", err)
 	}
 	if _, err := overlay.Create(spec.RootfsPath, filepath.Join(dir, rootfsName)); err != nil {
@@ -193,7 +208,7 @@ func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 		kernel = d.apiPath(spec.ID, kernelName)
 	}
 	for _, name := range []string{consoleName, loggerName, metricsName} {
-		f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600) //nolint:gosec // under the VM's directory
+		f, err := openRegular(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 		if err != nil {
 			return fmt.Errorf("create %s: %w", name, err)
 		}
@@ -205,7 +220,8 @@ func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 		}
 	}
 
-	launch := Launch{ID: spec.ID, Dir: dir, APISocket: filepath.Join(dir, apiSocketName), Console: filepath.Join(dir, consoleName)}
+	launch := Launch{ID: spec.ID, Dir: dir, StateDir: d.stateDir(spec.ID), APISocket: filepath.Join(dir, apiSocketName),
+		Console: filepath.Join(dir, consoleName)}
 	if d.cfg.Jailer != nil {
 		launch.Argv = d.cfg.Jailer.argv(d.cfg.Binary, spec)
 	} else {
@@ -266,8 +282,9 @@ func (d *Driver) listenGuest(id string, port int) (*net.UnixListener, error) {
 		return nil, fmt.Errorf("listen for the guest on port %d: %w", port, err)
 	}
 	// Only the Firecracker process (its user, when jailed) may connect: anyone else on the host
-	// who could would read the token, or write the VM's log.
-	if err := os.Chmod(path, 0o600); err != nil {
+	// who could would read the token, or write the VM's log. (Not os.Chmod: in a jail, what is at
+	// the path by now may be a symlink to a host file.)
+	if err := chmodSocket(path, 0o600); err != nil {
 		ln.Close() //nolint:errcheck,gosec // the chmod error is the one to report
 		return nil, fmt.Errorf("restrict the guest socket: %w", err)
 	}
@@ -308,8 +325,8 @@ func (d *Driver) Stop(ctx context.Context, id string) error {
 
 // Destroy implements driver.Driver: the guest's channels are closed (a configuration not yet
 // read is dropped; the listeners, log relays and console tail end), the process is killed (a
-// guest's shutdown is not waited for: the VM is throwaway), the directory with the overlay,
-// sockets and logs removed.
+// guest's shutdown is not waited for: the VM is throwaway), the state directory removed with
+// the VM's directory (the jail) in it: the overlay, sockets and logs.
 func (d *Driver) Destroy(ctx context.Context, id string) error {
 	if err := validID(id); err != nil {
 		return err
@@ -321,18 +338,14 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 	if v != nil {
 		v.close()
 	}
-	dir := d.Dir(id)
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+	state := d.stateDir(id)
+	if _, err := os.Stat(state); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	if err := d.cfg.Launcher.Kill(ctx, id, dir); err != nil {
+	if err := d.cfg.Launcher.Kill(ctx, id, state); err != nil {
 		return fmt.Errorf("kill firecracker: %w", err)
 	}
-	target := dir
-	if d.cfg.Jailer != nil {
-		target = filepath.Dir(dir) // <chroot base>/<jail name>/<id>: the jail with its root
-	}
-	if err := os.RemoveAll(target); err != nil {
+	if err := os.RemoveAll(state); err != nil {
 		return fmt.Errorf("remove VM directory: %w", err)
 	}
 	return nil
@@ -343,7 +356,7 @@ func (d *Driver) State(ctx context.Context, id string) (driver.State, error) {
 	if err := validID(id); err != nil {
 		return "", err
 	}
-	if _, err := os.Stat(d.Dir(id)); errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(d.stateDir(id)); errors.Is(err, os.ErrNotExist) {
 		return driver.StateGone, nil
 	}
 	var info struct {
@@ -420,7 +433,8 @@ func (d *Driver) Close() error {
 
 // ConsoleLog implements driver.Driver: the VM's log, holding the serial console (copied from
 // console.log, with guestlog.ConsolePrefix) and the guest's log stream. What the console holds
-// when it is called is in the log before it returns.
+// when it is called is in the log before it returns. The log is in the VM's state directory,
+// outside the jail: what a jailed Firecracker does to its files never makes it name another.
 func (d *Driver) ConsoleLog(id string) (string, error) {
 	if err := validID(id); err != nil {
 		return "", err
@@ -431,7 +445,7 @@ func (d *Driver) ConsoleLog(id string) (string, error) {
 	if v != nil {
 		v.tail.catchUp() //nolint:errcheck,gosec // the log has what could be copied
 	}
-	path := filepath.Join(d.Dir(id), logName)
+	path := filepath.Join(d.stateDir(id), logName)
 	if _, err := os.Stat(path); err != nil {
 		return "", fmt.Errorf("%w: %s", driver.ErrNotFound, id)
 	}

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -610,7 +611,7 @@ func TestJailedPathsAreInsideTheChroot(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := filepath.Join(base, "firecracker", "vm-j", "root")
-	for _, name := range []string{"vmlinux", "rootfs.ext4", "firecracker.socket", "v.sock_1024", "v.sock_1025", "vm.log"} {
+	for _, name := range []string{"vmlinux", "rootfs.ext4", "firecracker.socket", "v.sock_1024", "v.sock_1025", "console.log"} {
 		if _, err := os.Stat(filepath.Join(root, name)); err != nil {
 			t.Errorf("jail lacks %s: %v", name, err)
 		}
@@ -643,6 +644,141 @@ func TestJailedPathsAreInsideTheChroot(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(base, "firecracker", "vm-j")); !os.IsNotExist(err) {
 		t.Errorf("jail left behind: %v", err)
 	}
+}
+
+// TestJailCannotRedirect: a jailed Firecracker owns its jail's root and
+// may replace anything in it. The provisioner's own files of the VM (its log, which StreamLogs
+// serves, the console offset, the process record) are outside the jail, in a 0700 directory;
+// what it reads inside (the console) it takes only as a regular file of one link: a symlink or
+// hard link to a host file put there is neither read nor written through, before or after a
+// restart, and a FIFO does not stall it; a symlink for the API socket is not connected to.
+func TestJailCannotRedirect(t *testing.T) {
+	ctx := context.Background()
+	launcher := fctest.NewLauncher(t)
+	base := t.TempDir()
+	cfg := firecracker.Config{Launcher: launcher, Logger: logr.Discard(),
+		Jailer: &firecracker.Jailer{Binary: "/usr/bin/jailer", ChrootBase: base, UID: os.Getuid(), GID: os.Getgid()}}
+	d1 := newDriver(t, cfg)
+	kernel, rootfs := images(t)
+	if err := d1.Create(ctx, spec("vm-s", kernel, rootfs, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := d1.Start(ctx, "vm-s"); err != nil {
+		t.Fatal(err)
+	}
+	g := openGuestLog(t, launcher, "vm-s")
+	g.send(guest.LogHello + " vm-s")
+	g.expectAck()
+	root := filepath.Join(base, "firecracker", "vm-s", "root")
+	state := filepath.Dir(root)
+	for _, name := range []string{"vm.log", "console.offset", "firecracker.pid"} {
+		if _, err := os.Lstat(filepath.Join(root, name)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s is in the jail: %v", name, err)
+		}
+	}
+	if p, err := d1.ConsoleLog("vm-s"); err != nil || filepath.Dir(p) != state {
+		t.Errorf("the VM's log is %q (%v), want it in %s", p, err, state)
+	}
+	assertMode(t, state, 0o700)
+
+	// What the escaped Firecracker aims at: files of the host's.
+	host := t.TempDir()
+	secret := filepath.Join(host, "secret")
+	const secretText = "host secret\n"
+	if err := os.WriteFile(secret, []byte(secretText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	unchanged := func(when string) {
+		t.Helper()
+		if b, err := os.ReadFile(secret); err != nil || string(b) != secretText { //nolint:gosec // the test's file
+			t.Errorf("%s: the host file holds %q, %v", when, b, err)
+		}
+	}
+	plant := func(name string, link func(string, string) error) {
+		t.Helper()
+		if err := os.Remove(filepath.Join(root, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			t.Fatal(err)
+		}
+		if err := link(secret, filepath.Join(root, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"vm.log", "console.offset", "firecracker.pid"} {
+		plant(name, os.Symlink)
+	}
+	for kind, link := range map[string]func(string, string) error{"symlink": os.Symlink, "hard link": os.Link} {
+		plant("console.log", link)
+		if log := readLog(t, d1, "vm-s"); strings.Contains(log, "host secret") {
+			t.Errorf("a console replaced by a %s to a host file was read into the VM's log:\n%s", kind, log)
+		}
+		unchanged("console " + kind)
+	}
+
+	// The provisioner restarts and takes the VM up again among the planted links.
+	if err := d1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d2 := newDriver(t, cfg)
+	if err := d2.Reattach(ctx, "vm-s", nil); err != nil {
+		t.Fatal(err)
+	}
+	g = openGuestLog(t, launcher, "vm-s")
+	g.send(guest.LogResume + " vm-s")
+	g.expectAck()
+	g.send("runner: after the restart")
+	eventually(t, "the guest's line after the restart", func() bool {
+		return strings.Contains(readLog(t, d2, "vm-s"), "guest| runner: after the restart\n")
+	})
+	if log := readLog(t, d2, "vm-s"); strings.Contains(log, "host secret") {
+		t.Errorf("the VM's log holds the host file:\n%s", log)
+	}
+	unchanged("after the restart")
+
+	// A FIFO for a console: reading it would wait for a writer forever.
+	if err := os.Remove(filepath.Join(root, "console.log")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(root, "console.log"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d2.ConsoleLog("vm-s") //nolint:errcheck,gosec // only whether it returns
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a FIFO for a console stalled the provisioner")
+	}
+
+	// The API socket replaced by a symlink to another socket of the host's.
+	other, err := net.Listen("unix", filepath.Join(host, "other.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close() //nolint:errcheck // the test's listener
+	if err := os.Remove(filepath.Join(root, "firecracker.socket")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(host, "other.sock"), filepath.Join(root, "firecracker.socket")); err != nil {
+		t.Fatal(err)
+	}
+	d2.State(ctx, "vm-s")                                                         //nolint:errcheck,gosec // only whom it asks
+	d2.Stop(ctx, "vm-s")                                                          //nolint:errcheck,gosec // only whom it asks
+	other.(*net.UnixListener).SetDeadline(time.Now().Add(200 * time.Millisecond)) //nolint:errcheck,gosec // the test's listener
+	if conn, err := other.Accept(); err == nil {
+		conn.Close() //nolint:errcheck,gosec // should not exist
+		t.Error("the provisioner connected to the socket a symlink in the jail named")
+	}
+
+	if err := d2.Destroy(ctx, "vm-s"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(state); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the VM's state directory after destroy: %v", err)
+	}
+	unchanged("after destroy")
 }
 
 // TestJailerCommandLine: the jailer is given the parent cgroup, the network namespace and a new

@@ -72,13 +72,12 @@ func (j *Jailer) argv(firecracker string, spec driver.Spec) []string {
 	return append(args, "--", "--api-sock", "/"+apiSocketName)
 }
 
-// chownJail hands the jail's files to the jailer's user: Firecracker opens them after dropping
-// privileges.
+// chownJail hands the jail's root and files to the jailer's user: Firecracker opens them after
+// dropping privileges. The directory above the root stays the provisioner's: it is the VM's state
+// directory.
 func (j *Jailer) chownJail(root string) error {
-	for _, dir := range []string{filepath.Dir(root), root} {
-		if err := os.Lchown(dir, j.UID, j.GID); err != nil {
-			return fmt.Errorf("chown jail: %w", err)
-		}
+	if err := os.Lchown(root, j.UID, j.GID); err != nil {
+		return fmt.Errorf("chown jail: %w", err)
 	}
 	entries, err := os.ReadDir(root)
 	if err != nil {

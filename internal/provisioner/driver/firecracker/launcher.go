@@ -14,8 +14,12 @@ import (
 
 // Launch is one Firecracker process to start.
 type Launch struct {
-	ID        string
-	Dir       string
+	ID string
+	// Dir is the VM's directory, the jail's root when jailed.
+	Dir string
+	// StateDir is the provisioner's own directory of the VM, out of Firecracker's reach, where a
+	// Launcher keeps what it must know of the process.
+	StateDir  string
 	APISocket string
 	// Argv is the command: firecracker's or the jailer's.
 	Argv []string
@@ -25,13 +29,13 @@ type Launch struct {
 }
 
 // Launcher starts and kills Firecracker processes. Kill must work for a process started by an
-// earlier run of the provisioner, from the VM's directory alone.
+// earlier run of the provisioner, from the VM's state directory alone.
 type Launcher interface {
 	Launch(ctx context.Context, l Launch) error
-	Kill(ctx context.Context, id, dir string) error
+	Kill(ctx context.Context, id, stateDir string) error
 }
 
-// pidFile records the process in the VM's directory, for Kill after a restart.
+// pidFile records the process in the VM's state directory, for Kill after a restart.
 const pidFile = "firecracker.pid"
 
 // ExecLauncher runs the command as a child process in its own process group, so the
@@ -40,7 +44,8 @@ type ExecLauncher struct{}
 
 // Launch implements Launcher.
 func (ExecLauncher) Launch(_ context.Context, l Launch) error {
-	console, err := os.OpenFile(l.Console, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600) //nolint:gosec // under the VM's directory
+	// O_APPEND: every write of Firecracker's lands at the file's end, wherever that is now.
+	console, err := openRegular(l.Console, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("open console log: %w", err)
 	}
@@ -53,7 +58,7 @@ func (ExecLauncher) Launch(_ context.Context, l Launch) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", l.Argv[0], err)
 	}
-	if err := os.WriteFile(filepath.Join(l.Dir, pidFile), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(l.StateDir, pidFile), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600); err != nil {
 		cmd.Process.Kill() //nolint:errcheck,gosec // unrecorded, it could not be found again
 		return fmt.Errorf("record pid: %w", err)
 	}
@@ -63,8 +68,8 @@ func (ExecLauncher) Launch(_ context.Context, l Launch) error {
 
 // Kill implements Launcher. The pid is checked against the process's command line (it must name
 // the VM's id) so a recycled pid is never killed.
-func (ExecLauncher) Kill(_ context.Context, id, dir string) error {
-	data, err := os.ReadFile(filepath.Join(dir, pidFile)) //nolint:gosec // under the VM's directory
+func (ExecLauncher) Kill(_ context.Context, id, stateDir string) error {
+	data, err := os.ReadFile(filepath.Join(stateDir, pidFile)) //nolint:gosec // the provisioner's state directory
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}

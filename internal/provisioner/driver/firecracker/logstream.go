@@ -48,8 +48,8 @@ func (d *Driver) attach(id string, onEvent func(driver.GuestEvent), adopted bool
 	d.mu.Unlock()
 
 	log := d.cfg.Logger.WithValues("vm", id)
-	dir := d.Dir(id)
-	if w, err := d.cfg.OpenSink(id, filepath.Join(dir, logName)); err != nil {
+	state := d.stateDir(id)
+	if w, err := d.cfg.OpenSink(id, filepath.Join(state, logName)); err != nil {
 		// The VM runs without a sink: its guest gets no acknowledgement and starts no runner.
 		log.Error(err, "opening the VM's log sink")
 		v.sink = guestlog.Refusing(err, log)
@@ -60,7 +60,7 @@ func (d *Driver) attach(id string, onEvent func(driver.GuestEvent), adopted bool
 	if adopted {
 		stream.Adopted() // its guest resumes the stream the last run acknowledged
 	}
-	v.tail = newConsoleTail(filepath.Join(dir, consoleName), filepath.Join(dir, consoleOffsetName), v.sink, log)
+	v.tail = newConsoleTail(filepath.Join(d.Dir(id), consoleName), filepath.Join(state, consoleOffsetName), v.sink, log)
 	// What the console held while no provisioner ran goes first.
 	v.tail.catchUp() //nolint:errcheck,gosec // the tail goes on trying
 

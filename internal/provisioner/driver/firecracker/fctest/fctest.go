@@ -86,7 +86,7 @@ func (l *Launcher) Launch(_ context.Context, launch firecracker.Launch) error {
 }
 
 // Kill implements firecracker.Launcher.
-func (l *Launcher) Kill(_ context.Context, id, _ string) error {
+func (l *Launcher) Kill(_ context.Context, id, _ /* stateDir */ string) error {
 	l.mu.Lock()
 	srv := l.servers[id]
 	delete(l.servers, id)
