@@ -120,6 +120,9 @@ func New(cfg Config) (*Driver, error) {
 	if cfg.Jailer == nil && cfg.RunDir == "" {
 		return nil, errors.New("firecracker: a run directory or a jailer is needed")
 	}
+	if j := cfg.Jailer; j != nil && j.ParentCgroup != "" && !filepath.IsLocal(j.ParentCgroup) {
+		return nil, fmt.Errorf("firecracker: the jailer's parent cgroup %q is not a relative path below the cgroup root", j.ParentCgroup)
+	}
 	if cfg.Launcher == nil {
 		cfg.Launcher = &ExecLauncher{}
 	}
@@ -224,6 +227,7 @@ func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 		Console: filepath.Join(dir, consoleName)}
 	if d.cfg.Jailer != nil {
 		launch.Argv = d.cfg.Jailer.argv(d.cfg.Binary, spec)
+		launch.PIDFile = filepath.Join(dir, d.jailName+".pid")
 	} else {
 		launch.Argv = []string{d.cfg.Binary, "--api-sock", launch.APISocket, "--id", spec.ID}
 	}
@@ -325,8 +329,9 @@ func (d *Driver) Stop(ctx context.Context, id string) error {
 
 // Destroy implements driver.Driver: the guest's channels are closed (a configuration not yet
 // read is dropped; the listeners, log relays and console tail end), the process is killed (a
-// guest's shutdown is not waited for: the VM is throwaway), the state directory removed with
-// the VM's directory (the jail) in it: the overlay, sockets and logs.
+// guest's shutdown is not waited for: the VM is throwaway) and waited for, the jailer's cgroup
+// of the VM removed, then the state directory with the VM's directory (the jail) in it: the
+// overlay, sockets and logs.
 func (d *Driver) Destroy(ctx context.Context, id string) error {
 	if err := validID(id); err != nil {
 		return err
@@ -345,26 +350,48 @@ func (d *Driver) Destroy(ctx context.Context, id string) error {
 	if err := d.cfg.Launcher.Kill(ctx, id, state); err != nil {
 		return fmt.Errorf("kill firecracker: %w", err)
 	}
+	if d.cfg.Jailer != nil {
+		if err := d.cfg.Jailer.removeCgroup(ctx, d.jailName, id); err != nil {
+			return err
+		}
+	}
 	if err := os.RemoveAll(state); err != nil {
 		return fmt.Errorf("remove VM directory: %w", err)
 	}
 	return nil
 }
 
-// State implements driver.Driver, asking the process itself.
+// stateQueryWait bounds State's question to Firecracker's API: a VMM too busy to answer in time
+// runs all the same.
+const stateQueryWait = 2 * time.Second
+
+// State implements driver.Driver. Whether the VM runs is the process's to tell (the Launcher
+// knows it by pid and start time): a busy or stuck API is no sign of its end, and a VM taken for
+// stopped would have its capacity given away while it runs, or be destroyed by a restarted
+// provisioner instead of adopted. The API only tells a VM created from a started one; when it
+// does not answer, the VM runs.
 func (d *Driver) State(ctx context.Context, id string) (driver.State, error) {
 	if err := validID(id); err != nil {
 		return "", err
 	}
-	if _, err := os.Stat(d.stateDir(id)); errors.Is(err, os.ErrNotExist) {
+	state := d.stateDir(id)
+	if _, err := os.Stat(state); errors.Is(err, os.ErrNotExist) {
 		return driver.StateGone, nil
 	}
+	alive, err := d.cfg.Launcher.Alive(id, state)
+	if err != nil {
+		return "", fmt.Errorf("firecracker process of VM %s: %w", id, err)
+	}
+	if !alive {
+		return driver.StateStopped, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, stateQueryWait)
+	defer cancel()
 	var info struct {
 		State string `json:"state"`
 	}
 	if err := d.client(id).get(ctx, "/", &info); err != nil {
-		// No answer on the socket: the process is gone.
-		return driver.StateStopped, nil //nolint:nilerr // the error is the answer
+		return driver.StateRunning, nil // the process lives: a busy VMM is no reason to think otherwise
 	}
 	if info.State == "Not started" {
 		return driver.StateCreated, nil

@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -600,6 +601,218 @@ func TestProcessGoneIsStopped(t *testing.T) {
 	}
 }
 
+// TestStateComesFromTheProcess: a VM runs while its process does, whatever its API says: an API
+// too busy to answer in time, or gone, is no sign of its end (the VM manager would free the
+// capacity of a VM that runs, and a restarted provisioner would destroy it instead of adopting
+// it); a restarted provisioner adopts such VMs. Once the process ended, the VM is stopped.
+func TestStateComesFromTheProcess(t *testing.T) {
+	ctx := context.Background()
+	launcher := fctest.NewLauncher(t)
+	cfg := firecracker.Config{RunDir: t.TempDir(), Launcher: launcher, Logger: logr.Discard()}
+	d1 := newDriver(t, cfg)
+	kernel, rootfs := images(t)
+	for _, id := range []string{"vm-busy", "vm-deaf"} {
+		if err := d1.Create(ctx, spec(id, kernel, rootfs, nil)); err != nil {
+			t.Fatal(err)
+		}
+		if err := d1.Start(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release := launcher.Server("vm-busy").Hold()
+	defer release()
+	launcher.Server("vm-deaf").Close() //nolint:errcheck,gosec // its API answers no more; its process runs
+	state := func(d *firecracker.Driver, id string) driver.State {
+		t.Helper()
+		short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		st, err := d.State(short, id)
+		if err != nil {
+			t.Fatalf("state of %s: %v", id, err)
+		}
+		return st
+	}
+	for _, id := range []string{"vm-busy", "vm-deaf"} {
+		if st := state(d1, id); st != driver.StateRunning {
+			t.Errorf("%s: state %q, want running", id, st)
+		}
+	}
+
+	if err := d1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d2 := newDriver(t, cfg)
+	for _, id := range []string{"vm-busy", "vm-deaf"} {
+		short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		if err := d2.Reattach(short, id, nil); err != nil {
+			t.Errorf("a restarted provisioner does not adopt %s: %v", id, err)
+		}
+		cancel()
+	}
+
+	launcher.Exit("vm-busy")
+	if st := state(d2, "vm-busy"); st != driver.StateStopped {
+		t.Errorf("state %q after the process ended, want stopped", st)
+	}
+}
+
+// TestJailDestroy: jailed, the process the driver knows is the one the jailer
+// reports (with --new-pid-ns the jailer's child: the jailer itself has ended); Destroy returns
+// only once it has ended, and removes the VM's cgroup, which the jailer made, with the jail.
+func TestJailDestroy(t *testing.T) {
+	ctx := context.Background()
+	kernel, rootfs := images(t)
+	for _, newPIDNS := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "pidns"}[newPIDNS], func(t *testing.T) {
+			launcher := fctest.NewLauncher(t)
+			base, cgroups := t.TempDir(), t.TempDir()
+			d := newDriver(t, firecracker.Config{Launcher: launcher, Logger: logr.Discard(), Jailer: &firecracker.Jailer{
+				Binary: "/usr/bin/jailer", ChrootBase: base, UID: os.Getuid(), GID: os.Getgid(),
+				ParentCgroup: "frp-vms", NewPIDNS: newPIDNS, CgroupRoot: cgroups}})
+			cgroup := filepath.Join(cgroups, "frp-vms", "vm-w")
+			if err := os.MkdirAll(cgroup, 0o755); err != nil { // as the jailer makes it
+				t.Fatal(err)
+			}
+			if err := d.Create(ctx, spec("vm-w", kernel, rootfs, nil)); err != nil {
+				t.Fatal(err)
+			}
+			if st, err := d.State(ctx, "vm-w"); st != driver.StateCreated || err != nil {
+				t.Errorf("state after create %q, %v; want created", st, err)
+			}
+			if err := d.Start(ctx, "vm-w"); err != nil {
+				t.Fatal(err)
+			}
+			state := filepath.Join(base, "firecracker", "vm-w")
+			pid := recordedPID(t, state)
+			if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); !strings.Contains(string(cmdline), "\x00vm-w\x00") {
+				t.Fatalf("the recorded process %d is not the VM's: %q", pid, cmdline)
+			}
+			if err := d.Destroy(ctx, "vm-w"); err != nil {
+				t.Fatal(err)
+			}
+			if processRuns(pid) {
+				t.Errorf("the process %d still runs after Destroy returned", pid)
+			}
+			for _, gone := range []string{cgroup, state} {
+				if _, err := os.Stat(gone); !errors.Is(err, fs.ErrNotExist) {
+					t.Errorf("%s after destroy: %v", gone, err)
+				}
+			}
+			if st, err := d.State(ctx, "vm-w"); st != driver.StateGone || err != nil {
+				t.Errorf("state after destroy %q, %v", st, err)
+			}
+		})
+	}
+}
+
+// TestExecLauncherKnowsItsProcess: the launcher's record names one process: not another given
+// its pid since (another start time or boot), not a zombie, not (for an earlier provisioner's
+// record of the pid alone) a process whose command line does not name the VM. Kill returns once
+// the process has ended.
+func TestExecLauncherKnowsItsProcess(t *testing.T) {
+	ctx := context.Background()
+	var l firecracker.ExecLauncher
+	state := t.TempDir()
+	record := func(format string, args ...any) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(state, "firecracker.pid"), []byte(fmt.Sprintf(format, args...)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alive := func(what string, want bool) {
+		t.Helper()
+		if got, err := l.Alive("vm-e", state); got != want || err != nil {
+			t.Errorf("%s: alive %v, %v; want %v", what, got, err, want)
+		}
+	}
+	alive("never launched", false)
+	self, boot := os.Getpid(), bootID(t)
+	record("%d %d %s", self, processStart(t, self)+1, boot)
+	alive("another process under the recorded pid", false)
+	record("%d %d %s", self, processStart(t, self), "another-boot")
+	alive("a process of another boot", false)
+	record("%d", self)
+	alive("an earlier provisioner's record of a process not naming the VM", false)
+
+	child := exec.Command("/bin/true")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	record("%d %d %s", child.Process.Pid, processStart(t, child.Process.Pid), boot)
+	eventually(t, "the child to end", func() bool { return !processRuns(child.Process.Pid) })
+	alive("a zombie", false)
+	child.Wait() //nolint:errcheck,gosec // reaped at last
+
+	record("not a pid")
+	if _, err := l.Alive("vm-e", state); err == nil {
+		t.Error("a broken record told nothing")
+	}
+
+	fifo := filepath.Join(t.TempDir(), "wait.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Launch(ctx, firecracker.Launch{ID: "vm-e", Dir: state, StateDir: state, Console: filepath.Join(state, "console.log"),
+		Argv: []string{"/bin/sh", "-c", `read -r x < "$0"`, fifo, "--id", "vm-e"}}); err != nil {
+		t.Fatal(err)
+	}
+	alive("launched", true)
+	pid := recordedPID(t, state)
+	record("%d", pid)
+	alive("an earlier provisioner's record of a process naming the VM", true)
+	if err := l.Kill(ctx, "vm-e", state); err != nil {
+		t.Fatal(err)
+	}
+	if processRuns(pid) {
+		t.Errorf("the process %d still runs after Kill returned", pid)
+	}
+	alive("killed", false)
+}
+
+// recordedPID is the pid in a VM's process record.
+func recordedPID(t *testing.T, state string) int {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(state, "firecracker.pid")) //nolint:gosec // the test's VM
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pid int
+	if _, err := fmt.Sscan(string(data), &pid); err != nil {
+		t.Fatalf("record %q: %v", data, err)
+	}
+	return pid
+}
+
+// processRuns: pid is a process, and not a zombie.
+func processRuns(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	return err == nil && !strings.Contains(string(stat), ") Z ")
+}
+
+// processStart is the start time of process pid, in clock ticks after boot.
+func processStart(t *testing.T, pid int) uint64 {
+	t.Helper()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	var start uint64
+	if _, err := fmt.Sscan(fields[19], &start); err != nil {
+		t.Fatal(err)
+	}
+	return start
+}
+
+func bootID(t *testing.T) string {
+	t.Helper()
+	data, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		t.Skipf("no boot id: %v", err)
+	}
+	return strings.TrimSpace(string(data))
+}
+
 func TestJailedPathsAreInsideTheChroot(t *testing.T) {
 	ctx := context.Background()
 	launcher := fctest.NewLauncher(t)
@@ -671,10 +884,15 @@ func TestJailCannotRedirect(t *testing.T) {
 	g.expectAck()
 	root := filepath.Join(base, "firecracker", "vm-s", "root")
 	state := filepath.Dir(root)
-	for _, name := range []string{"vm.log", "console.offset", "firecracker.pid"} {
+	for _, name := range []string{"vm.log", "console.offset"} {
 		if _, err := os.Lstat(filepath.Join(root, name)); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s is in the jail: %v", name, err)
 		}
+	}
+	// The jail's firecracker.pid is the jailer's report, read once at the launch; the record the
+	// provisioner goes by is its own.
+	if _, err := os.Lstat(filepath.Join(state, "firecracker.pid")); err != nil {
+		t.Errorf("no record of the process in the state directory: %v", err)
 	}
 	if p, err := d1.ConsoleLog("vm-s"); err != nil || filepath.Dir(p) != state {
 		t.Errorf("the VM's log is %q (%v), want it in %s", p, err, state)

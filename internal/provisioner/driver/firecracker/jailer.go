@@ -1,10 +1,14 @@
 package firecracker
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
+	"time"
 
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/driver"
 )
@@ -29,6 +33,42 @@ type Jailer struct {
 	// NewPIDNS is --new-pid-ns: Firecracker runs in a PID namespace of its own (as its init), and
 	// sees no other process of the host.
 	NewPIDNS bool
+	// CgroupRoot is where the cgroup v2 hierarchy is mounted, /sys/fs/cgroup by default: the
+	// jailer makes each VM's cgroup below it, and Destroy removes it.
+	CgroupRoot string
+}
+
+// cgroup is the directory of a VM's cgroup, which the jailer makes (for the --cgroup limits) and
+// nothing else removes.
+func (j *Jailer) cgroup(jailName, id string) string {
+	root, parent := j.CgroupRoot, j.ParentCgroup
+	if root == "" {
+		root = "/sys/fs/cgroup"
+	}
+	if parent == "" {
+		parent = jailName // the jailer's default
+	}
+	return filepath.Join(root, parent, id)
+}
+
+// removeCgroup removes the VM's cgroup once its processes are gone; one never made, or removed
+// already, is no error. A cgroup still busy after a while (a process of the VM's left) is.
+func (j *Jailer) removeCgroup(ctx context.Context, jailName, id string) error {
+	dir := j.cgroup(jailName, id)
+	for tries := 0; ; tries++ {
+		err := syscall.Rmdir(dir)
+		if err == nil || errors.Is(err, syscall.ENOENT) {
+			return nil
+		}
+		if !errors.Is(err, syscall.EBUSY) || tries == 50 {
+			return fmt.Errorf("remove the VM's cgroup %s: %w", dir, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("remove the VM's cgroup %s: %w", dir, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // jailName is the name the jailer gives a jail's directory under the chroot base: the exec

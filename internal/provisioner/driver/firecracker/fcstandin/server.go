@@ -34,6 +34,7 @@ type Server struct {
 	machine    map[string]any
 	requests   []Request
 	onAction   func(action string)
+	held       chan struct{} // while set, requests wait for it to close
 
 	ln  net.Listener
 	srv *http.Server
@@ -105,7 +106,37 @@ func (s *Server) Refused() []Request {
 	return out
 }
 
+// Hold makes the server a busy VMM: requests get no answer until release is called (or their
+// client gives up).
+func (s *Server) Hold() (release func()) {
+	held := make(chan struct{})
+	s.mu.Lock()
+	s.held = held
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			if s.held == held {
+				s.held = nil
+			}
+			s.mu.Unlock()
+			close(held)
+		})
+	}
+}
+
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	held := s.held
+	s.mu.Unlock()
+	if held != nil {
+		select {
+		case <-held:
+		case <-r.Context().Done():
+			return
+		}
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)

@@ -1,5 +1,10 @@
 // Package fctest runs the Firecracker driver against stand-ins of Firecracker's API
 // (fcstandin) instead of Firecracker processes, for the tests of what sits above the driver.
+//
+// Each VM still gets a real process, started, recorded, watched and killed by the driver's own
+// firecracker.ExecLauncher: a shell that waits forever, its command line naming the VM as
+// Firecracker's does. So whether a VM runs is told as in production, from its process, and
+// Destroy really kills and waits for one.
 package fctest
 
 import (
@@ -13,9 +18,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/driver/firecracker"
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/driver/firecracker/fcstandin"
@@ -31,10 +39,17 @@ const ConsoleOutput = "Linux version 6.1.0 (stand-in guest)\n"
 // names and StreamLogs serves: with the console's prefix.
 const ConsoleLine = guestlog.ConsolePrefix + ConsoleOutput
 
-// Launcher is a firecracker.Launcher whose processes are stand-ins served in this process. It
-// outlives a driver, as a host's processes outlive a provisioner restart.
+// Launcher is a firecracker.Launcher whose Firecrackers are stand-ins: the API served in this
+// process, and a waiting shell for the process (run by firecracker.ExecLauncher). It outlives a
+// driver, as a host's processes outlive a provisioner restart.
 type Launcher struct {
 	spec *fcstandin.Spec
+	exec firecracker.ExecLauncher
+	// marker is a FIFO nobody writes to: the stand-in processes wait on it, and its path in their
+	// command lines tells them from any other process. hold keeps it open for writing: when the
+	// test process ends, however it ends, the stand-ins read its end and end too.
+	marker string
+	hold   *os.File
 
 	mu       sync.Mutex
 	servers  map[string]*fcstandin.Server
@@ -51,19 +66,53 @@ func NewLauncher(t testing.TB) *Launcher {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &Launcher{spec: spec, servers: map[string]*fcstandin.Server{}, launches: map[string]firecracker.Launch{}}
+	marker := filepath.Join(t.TempDir(), "fctest-standin.fifo")
+	if err := syscall.Mkfifo(marker, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hold, err := os.OpenFile(marker, os.O_RDWR, 0) // O_RDWR: no wait for a reader
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &Launcher{spec: spec, marker: marker, hold: hold, servers: map[string]*fcstandin.Server{}, launches: map[string]firecracker.Launch{}}
 	t.Cleanup(func() {
 		l.mu.Lock()
-		defer l.mu.Unlock()
 		for _, s := range l.servers {
 			s.Close() //nolint:errcheck,gosec // test teardown
 		}
+		l.mu.Unlock()
+		l.end("")    // every stand-in process left
+		hold.Close() //nolint:errcheck,gosec // test teardown
 	})
 	return l
 }
 
+// The stand-in process: a shell running one of these scripts. $0 is the marker, then come the
+// jailer's pid file (when jailed) and "--id <vm id>", as in Firecracker's command line. The shell
+// waits on the marker (one process, no child). Jailed, it reports a pid as the jailer does, in a
+// file that must not exist yet: its own before it would become Firecracker, or, for
+// --new-pid-ns, that of a child it leaves waiting before it ends.
+const (
+	shell        = "/bin/sh"
+	waitScript   = `read -r x < "$0"`
+	jailedScript = `set -C; echo $$ > "$1" || exit 1; ` + waitScript
+	pidnsScript  = `set -C; ` + shell + ` -c '` + waitScript + `' "$0" --id "$3" & echo $! > "$1" || exit 1`
+)
+
+// argv is the stand-in process's command line for launch.
+func (l *Launcher) argv(launch firecracker.Launch) []string {
+	switch {
+	case launch.PIDFile == "":
+		return []string{shell, "-c", waitScript, l.marker, "--id", launch.ID}
+	case slices.Contains(launch.Argv, "--new-pid-ns"):
+		return []string{shell, "-c", pidnsScript, l.marker, launch.PIDFile, "--id", launch.ID}
+	default:
+		return []string{shell, "-c", jailedScript, l.marker, launch.PIDFile, "--id", launch.ID}
+	}
+}
+
 // Launch implements firecracker.Launcher.
-func (l *Launcher) Launch(_ context.Context, launch firecracker.Launch) error {
+func (l *Launcher) Launch(ctx context.Context, launch firecracker.Launch) error {
 	srv := fcstandin.New(l.spec, launch.ID)
 	srv.OnAction(func(action string) {
 		if action != "InstanceStart" {
@@ -77,6 +126,12 @@ func (l *Launcher) Launch(_ context.Context, launch firecracker.Launch) error {
 	if err := srv.Listen(launch.APISocket); err != nil {
 		return err
 	}
+	process := launch
+	process.Argv = l.argv(launch)
+	if err := l.exec.Launch(ctx, process); err != nil {
+		srv.Close() //nolint:errcheck,gosec // the launch error is the one to report
+		return err
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.servers[launch.ID] = srv
@@ -85,25 +140,65 @@ func (l *Launcher) Launch(_ context.Context, launch firecracker.Launch) error {
 	return nil
 }
 
-// Kill implements firecracker.Launcher.
-func (l *Launcher) Kill(_ context.Context, id, _ /* stateDir */ string) error {
+// Alive implements firecracker.Launcher: firecracker.ExecLauncher's, of the stand-in process.
+func (l *Launcher) Alive(id, stateDir string) (bool, error) {
+	return l.exec.Alive(id, stateDir)
+}
+
+// Kill implements firecracker.Launcher: firecracker.ExecLauncher kills the stand-in process, and
+// its API ends.
+func (l *Launcher) Kill(ctx context.Context, id, stateDir string) error {
+	err := l.exec.Kill(ctx, id, stateDir)
 	l.mu.Lock()
 	srv := l.servers[id]
 	delete(l.servers, id)
 	l.mu.Unlock()
 	if srv != nil {
-		return srv.Close()
+		if cerr := srv.Close(); err == nil {
+			err = cerr
+		}
 	}
-	return nil
+	return err
 }
 
-// Exit ends a stand-in as if its Firecracker process had exited.
+// Exit ends a stand-in as if its Firecracker process had exited: its API and its process end.
 func (l *Launcher) Exit(id string) {
 	l.mu.Lock()
 	srv := l.servers[id]
 	l.mu.Unlock()
 	if srv != nil {
 		srv.Close() //nolint:errcheck,gosec // it "exits"
+	}
+	l.end(id)
+}
+
+// end kills the stand-in processes of VM id (of every VM when id is empty) and waits until they
+// have ended. They are found by the marker in their command lines.
+func (l *Launcher) end(id string) {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || !strings.Contains(string(cmdline), "\x00"+l.marker+"\x00") ||
+			(id != "" && !strings.Contains(string(cmdline), "\x00"+id+"\x00")) {
+			continue
+		}
+		syscall.Kill(pid, syscall.SIGKILL) //nolint:errcheck,gosec // it may have ended meanwhile
+		pids = append(pids, pid)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, pid := range pids {
+		for time.Now().Before(deadline) {
+			stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			if err != nil || strings.Contains(string(stat), ") Z ") {
+				break // ended (a zombie until its parent reaps it)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
 }
 
