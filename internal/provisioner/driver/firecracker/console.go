@@ -13,25 +13,31 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"golang.org/x/sys/unix"
 
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/guestlog"
 )
 
 // Console lines: a line longer than maxConsoleLine is cut; an unfinished last line is copied as
 // it is once it has not grown for partialWait (a prompt, or the last words before a power-off).
+// Once consoleRelease bytes of the console are copied, they are given back (release).
 const (
 	maxConsoleLine = 64 << 10
 	partialWait    = time.Second
+	consoleRelease = 1 << 20
 )
 
 // consoleTail copies the serial console into the VM's log, line by line with
 // guestlog.ConsolePrefix. The console is Firecracker's standard output, a file the provisioner
-// only reads: Firecracker never writes into a pipe the provisioner holds, so a provisioner that
-// exits costs it nothing (no SIGPIPE, no blocked guest). How far the copy got is kept in
+// reads (and gives back what it copied): Firecracker never writes into a pipe the provisioner
+// holds, so a provisioner that exits costs it nothing (no SIGPIPE, no blocked guest). How far the copy got is kept in
 // offsetPath (in the state directory, out of Firecracker's reach), so the next run of the
 // provisioner continues there: a line can be copied twice (the run ended between writing it and
 // saving the offset), none is skipped. The console file is in the jail: it is opened only if it
 // is a regular file of its own (not a symlink, FIFO or hard link a jailed Firecracker put there).
+//
+// The console file does not grow without bound (the VM's log stops at its limit, but Firecracker
+// writes on): what is copied is given back to the filesystem, see release.
 type consoleTail struct {
 	path, offsetPath string
 	sink             *guestlog.Sink
@@ -40,6 +46,7 @@ type consoleTail struct {
 	mu           sync.Mutex
 	halted       bool
 	offset       int64 // console bytes in the log
+	released     int64 // console bytes before this are given back
 	partial      int   // length of the unfinished last line at the last read
 	partialSince time.Time
 }
@@ -84,18 +91,19 @@ func (t *consoleTail) catchUp() error {
 	if t.halted {
 		return nil
 	}
-	f, err := openRegular(t.path, os.O_RDONLY, 0)
+	// Read and write: what is copied is given back (release).
+	f, err := openRegular(t.path, os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("open console: %w", err)
 	}
-	defer f.Close() //nolint:errcheck // read-only
+	defer f.Close() //nolint:errcheck // nothing written through it
 	info, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("stat console: %w", err)
 	}
 	size := info.Size()
 	if size < t.offset {
-		t.offset, t.partial = 0, 0 // truncated: what is there now is new
+		t.offset, t.released, t.partial = 0, 0, 0 // truncated: what is there now is new
 	}
 	if size == t.offset {
 		return nil
@@ -132,7 +140,47 @@ func (t *consoleTail) catchUp() error {
 	if t.offset != start {
 		t.save()
 	}
+	if t.offset-t.released >= consoleRelease {
+		t.release(f)
+	}
 	return nil
+}
+
+// punchHole gives back the bytes [off, off+n) of f's file, keeping its size; a variable for the
+// tests of filesystems that cannot.
+var punchHole = func(f *os.File, off, n int64) error {
+	return unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+}
+
+// release gives back the console bytes copied so far, f being the console file. It punches a hole
+// where they were: every offset stays where it is, so it is safe while Firecracker writes (its
+// standard output is O_APPEND: the next write lands at the end) and nothing written meanwhile is
+// lost. The file's size keeps growing, its disk use does not. Where the filesystem cannot punch
+// holes, the file is truncated instead, once the copy has reached its end: the offset saved as 0
+// first (a crash in between copies the console again rather than skip any of it); a write of
+// Firecracker's between the last read and the truncation is lost then.
+func (t *consoleTail) release(f *os.File) {
+	err := punchHole(f, t.released, t.offset-t.released)
+	if err == nil {
+		t.released = t.offset
+		return
+	}
+	if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOSYS) {
+		t.log.Error(err, "giving back the console's copied bytes")
+		return
+	}
+	info, err := f.Stat()
+	if err != nil || info.Size() != t.offset {
+		return // not at the end (yet): later
+	}
+	copied := t.offset
+	t.offset, t.released, t.partial = 0, 0, 0
+	t.save()
+	if err := f.Truncate(0); err != nil {
+		t.log.Error(err, "truncating the console")
+		t.offset = copied
+		t.save()
+	}
 }
 
 // emit writes one console line to the log; n console bytes are then copied.

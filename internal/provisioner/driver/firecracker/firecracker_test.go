@@ -460,6 +460,104 @@ func TestReattachResumesTheLogStream(t *testing.T) {
 	}
 }
 
+// TestConsoleStaysBounded: the console file Firecracker writes uses no more disk than about a MiB
+// beyond what is not copied yet, however many lines pass: the copied part is given back (a hole
+// punched, safe while Firecracker writes; or, where the filesystem cannot, the file truncated once
+// the copy reached its end). Every line reaches the VM's log once, in order.
+func TestConsoleStaysBounded(t *testing.T) {
+	const lines, chunk = 40000, 1000 // 4 MB of console, in chunks of 100 kB
+	line := func(i int) string { return fmt.Sprintf("line %06d %s", i, strings.Repeat("x", 88)) }
+	for _, tc := range []struct {
+		name string
+		// concurrent: Firecracker writes while the console is copied and given back, not
+		// waiting for the copy.
+		concurrent bool
+	}{{"holes", true}, {"truncation", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			poll := 5 * time.Millisecond
+			if !tc.concurrent {
+				// A truncation is safe only while Firecracker does not write: the copy is made
+				// only when ConsoleLog is called, between the writes.
+				firecracker.NoHolePunching(t)
+				poll = time.Hour
+			}
+			launcher := fctest.NewLauncher(t)
+			run := t.TempDir()
+			d := newDriver(t, firecracker.Config{RunDir: run, Launcher: launcher, ConsolePoll: poll, Logger: logr.Discard()})
+			kernel, rootfs := images(t)
+			if err := d.Create(ctx, spec("vm-big", kernel, rootfs, nil)); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Start(ctx, "vm-big"); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(run, "vm-big", "console.log")
+			console, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0) //nolint:gosec // as Firecracker writes it
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer console.Close() //nolint:errcheck // the test's console
+			var most int64
+			for i := range lines {
+				if _, err := io.WriteString(console, line(i)+"\n"); err != nil {
+					t.Fatal(err)
+				}
+				if (i+1)%chunk != 0 {
+					continue
+				}
+				if tc.concurrent {
+					// Firecracker runs ahead of the copy by a chunk or two, not the whole console.
+					if i+1 > chunk {
+						waitForLine(t, filepath.Join(run, "vm-big", "vm.log"), line(i-chunk))
+					}
+				} else if _, err := d.ConsoleLog("vm-big"); err != nil {
+					t.Fatal(err)
+				}
+				most = max(most, diskUse(t, path))
+			}
+			eventually(t, "the last line in the VM's log", func() bool {
+				return strings.HasSuffix(readLog(t, d, "vm-big"), line(lines-1)+"\n")
+			})
+			most = max(most, diskUse(t, path))
+			if most > 2<<20 {
+				t.Errorf("the console used up to %d bytes on disk for 4 MB written", most)
+			}
+			if end := diskUse(t, path); end > 1<<20+64<<10 {
+				t.Errorf("the console uses %d bytes on disk once copied", end)
+			}
+			log := strings.Split(strings.TrimSuffix(readLog(t, d, "vm-big"), "\n"), "\n")
+			if len(log) != 1+lines || log[0]+"\n" != fctest.ConsoleLine {
+				t.Fatalf("the VM's log has %d lines, want %d", len(log), 1+lines)
+			}
+			for i, l := range log[1:] {
+				if l != "console| "+line(i) {
+					t.Fatalf("line %d of the VM's log is %q, want %q", i+1, l, "console| "+line(i))
+				}
+			}
+		})
+	}
+}
+
+// waitForLine waits until the file at path has the line, not making the driver copy anything.
+func waitForLine(t *testing.T, path, line string) {
+	t.Helper()
+	eventually(t, "line "+line[:11], func() bool {
+		b, err := os.ReadFile(path) //nolint:gosec // the test's VM
+		return err == nil && strings.Contains(string(b), line+"\n")
+	})
+}
+
+// diskUse is what the file at path takes on disk.
+func diskUse(t *testing.T, path string) int64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks * 512
+}
+
 // TestReattachNeedsARunningVM: nothing to reattach to when the process is gone.
 func TestReattachNeedsARunningVM(t *testing.T) {
 	ctx := context.Background()
