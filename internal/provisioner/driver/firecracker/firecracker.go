@@ -15,9 +15,9 @@
 // The VM's log (vm.log, what ConsoleLog names) holds the serial console, which Firecracker writes
 // to its standard output, a file (console.log) the driver reads and copies line by line, and the
 // guest's log stream. The provisioner's own files of a VM (vm.log, console.offset, the process
-// record) are kept out of the jail, where Firecracker cannot replace them. A provisioner restart costs the VM nothing: Firecracker's output never goes
-// through the provisioner, and the guest dials its log stream again until a provisioner that
-// Reattached the VM answers.
+// record) are kept out of the jail, where Firecracker cannot replace them. A provisioner restart
+// costs the VM nothing: Firecracker's output never goes through the provisioner, and the guest
+// dials its log stream again until a provisioner that Reattached the VM answers.
 package firecracker
 
 import (
