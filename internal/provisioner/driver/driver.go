@@ -7,6 +7,8 @@ package driver
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 )
 
@@ -98,4 +100,18 @@ type Driver interface {
 	// Reattach connects again to a running VM an earlier run of the provisioner made (its
 	// console and log stream), after State said it runs; onEvent is as Spec.OnGuestEvent.
 	Reattach(ctx context.Context, id string, onEvent func(GuestEvent)) error
+}
+
+// ValidID keeps VM ids usable as path elements (directories, jails) and findable in a process's
+// command line: lower-case letters, digits and dashes, at most 64.
+func ValidID(id string) error {
+	if id == "" || len(id) > 64 || strings.Trim(id, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" {
+		return fmt.Errorf("invalid VM id %q", id)
+	}
+	return nil
+}
+
+// GuestMAC is the VM's network card address: locally administered, unicast, from its slot.
+func GuestMAC(slot int) string {
+	return fmt.Sprintf("06:00:ac:10:%02x:%02x", (slot>>8)&0xff, slot&0xff)
 }

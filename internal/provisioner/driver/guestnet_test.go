@@ -1,6 +1,7 @@
 package driver_test
 
 import (
+	"strings"
 	"testing"
 
 	"git.brooktrails.org/brooktrails/forgejo-runner-operator/internal/provisioner/driver"
@@ -33,5 +34,16 @@ func TestGuestNetwork(t *testing.T) {
 		if _, err := driver.ParseGuestNetwork(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+func TestValidIDAndMAC(t *testing.T) {
+	for id, ok := range map[string]bool{"vm-0a1b": true, "": false, "../etc": false, "VM-1": false, "vm 1": false, strings.Repeat("a", 65): false} {
+		if err := driver.ValidID(id); (err == nil) != ok {
+			t.Errorf("ValidID(%q) = %v", id, err)
+		}
+	}
+	if got := driver.GuestMAC(258); got != "06:00:ac:10:01:02" {
+		t.Errorf("GuestMAC(258) = %s", got)
 	}
 }

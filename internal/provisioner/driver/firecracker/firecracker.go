@@ -29,7 +29,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -188,7 +187,7 @@ func (d *Driver) client(id string) *apiClient {
 
 // Create implements driver.Driver.
 func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
-	if err := validID(spec.ID); err != nil {
+	if err := driver.ValidID(spec.ID); err != nil {
 		return err
 	}
 	bootArgs, err := d.bootArgs(spec.Slot)
@@ -253,7 +252,7 @@ func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
 		steps = append(steps, struct {
 			path string
 			body any
-		}{"/network-interfaces/eth0", map[string]any{"iface_id": "eth0", "host_dev_name": fmt.Sprintf("%s%d", d.cfg.TapPrefix, spec.Slot), "guest_mac": guestMAC(spec.Slot)}})
+		}{"/network-interfaces/eth0", map[string]any{"iface_id": "eth0", "host_dev_name": fmt.Sprintf("%s%d", d.cfg.TapPrefix, spec.Slot), "guest_mac": driver.GuestMAC(spec.Slot)}})
 	}
 	for _, st := range steps {
 		if err := api.put(ctx, st.path, st.body); err != nil {
@@ -333,7 +332,7 @@ func (d *Driver) Stop(ctx context.Context, id string) error {
 // of the VM removed, then the state directory with the VM's directory (the jail) in it: the
 // overlay, sockets and logs.
 func (d *Driver) Destroy(ctx context.Context, id string) error {
-	if err := validID(id); err != nil {
+	if err := driver.ValidID(id); err != nil {
 		return err
 	}
 	d.mu.Lock()
@@ -371,7 +370,7 @@ const stateQueryWait = 2 * time.Second
 // provisioner instead of adopted. The API only tells a VM created from a started one; when it
 // does not answer, the VM runs.
 func (d *Driver) State(ctx context.Context, id string) (driver.State, error) {
-	if err := validID(id); err != nil {
+	if err := driver.ValidID(id); err != nil {
 		return "", err
 	}
 	state := d.stateDir(id)
@@ -463,7 +462,7 @@ func (d *Driver) Close() error {
 // when it is called is in the log before it returns. The log is in the VM's state directory,
 // outside the jail: what a jailed Firecracker does to its files never makes it name another.
 func (d *Driver) ConsoleLog(id string) (string, error) {
-	if err := validID(id); err != nil {
+	if err := driver.ValidID(id); err != nil {
 		return "", err
 	}
 	d.mu.Lock()
@@ -477,19 +476,6 @@ func (d *Driver) ConsoleLog(id string) (string, error) {
 		return "", fmt.Errorf("%w: %s", driver.ErrNotFound, id)
 	}
 	return path, nil
-}
-
-// validID keeps ids usable as path elements: they name directories and jails.
-func validID(id string) error {
-	if id == "" || len(id) > 64 || strings.Trim(id, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" {
-		return fmt.Errorf("firecracker: invalid VM id %q", id)
-	}
-	return nil
-}
-
-// guestMAC is a locally administered unicast address derived from the slot.
-func guestMAC(slot int) string {
-	return fmt.Sprintf("06:00:ac:10:%02x:%02x", (slot>>8)&0xff, slot&0xff)
 }
 
 func linkOrCopy(src, dst string) error {

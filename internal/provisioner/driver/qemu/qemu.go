@@ -158,7 +158,7 @@ func (d *Driver) path(id, name string) string { return filepath.Join(d.Dir(id), 
 // Create implements driver.Driver: overlay, QEMU started paused (-S), the host ends of the
 // console, token and log ports connected before the guest runs a single instruction.
 func (d *Driver) Create(ctx context.Context, spec driver.Spec) error {
-	if err := validID(spec.ID); err != nil {
+	if err := driver.ValidID(spec.ID); err != nil {
 		return err
 	}
 	if _, err := d.bootArgs(spec.Slot); err != nil {
@@ -281,7 +281,7 @@ func (d *Driver) Argv(spec driver.Spec) []string {
 			netdev += ",guestfwd=tcp:" + f.Guest + "-cmd:" + strings.ReplaceAll(strings.Join(quoted, " "), ",", ",,")
 		}
 	}
-	return append(argv, "-netdev", netdev, "-device", "virtio-net-pci,netdev=net0,mac="+guestMAC(spec.Slot))
+	return append(argv, "-netdev", netdev, "-device", "virtio-net-pci,netdev=net0,mac="+driver.GuestMAC(spec.Slot))
 }
 
 // sandbox is QEMU's seccomp filter, as libvirt sets it: QEMU parses what a hostile guest puts
@@ -465,7 +465,7 @@ func (d *Driver) Stop(ctx context.Context, id string) error {
 // waited for: the VM is throwaway), the connections closed, the token payload cleared, and the
 // directory with the overlay, sockets and logs removed.
 func (d *Driver) Destroy(ctx context.Context, id string) error {
-	if err := validID(id); err != nil {
+	if err := driver.ValidID(id); err != nil {
 		return err
 	}
 	d.mu.Lock()
@@ -552,7 +552,7 @@ func (d *Driver) pid(id string) int {
 
 // State implements driver.Driver.
 func (d *Driver) State(ctx context.Context, id string) (driver.State, error) {
-	if err := validID(id); err != nil {
+	if err := driver.ValidID(id); err != nil {
 		return "", err
 	}
 	if _, err := os.Stat(d.Dir(id)); errors.Is(err, os.ErrNotExist) {
@@ -579,7 +579,7 @@ func (d *Driver) State(ctx context.Context, id string) (driver.State, error) {
 // are connected again (QEMU's socket servers take a new client once the old one is gone; the
 // guest's writes waited meanwhile). Its token port is gone: the guest has its token.
 func (d *Driver) Reattach(_ context.Context, id string, onEvent func(driver.GuestEvent)) error {
-	if err := validID(id); err != nil {
+	if err := driver.ValidID(id); err != nil {
 		return err
 	}
 	if d.pid(id) == 0 {
@@ -604,7 +604,7 @@ func (d *Driver) Reattach(_ context.Context, id string, onEvent func(driver.Gues
 
 // ConsoleLog implements driver.Driver: the file holding the console and the guest's log stream.
 func (d *Driver) ConsoleLog(id string) (string, error) {
-	if err := validID(id); err != nil {
+	if err := driver.ValidID(id); err != nil {
 		return "", err
 	}
 	path := d.path(id, logName)
@@ -612,17 +612,4 @@ func (d *Driver) ConsoleLog(id string) (string, error) {
 		return "", fmt.Errorf("%w: %s", driver.ErrNotFound, id)
 	}
 	return path, nil
-}
-
-// validID keeps ids usable as path elements and findable in a command line.
-func validID(id string) error {
-	if id == "" || len(id) > 64 || strings.Trim(id, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" {
-		return fmt.Errorf("qemu: invalid VM id %q", id)
-	}
-	return nil
-}
-
-// guestMAC is a locally administered unicast address derived from the slot.
-func guestMAC(slot int) string {
-	return fmt.Sprintf("06:00:ac:10:%02x:%02x", (slot>>8)&0xff, slot&0xff)
 }
