@@ -271,6 +271,9 @@ func routeMessage(gw [4]byte) []byte {
 
 // runRunner starts forgejo-runner one-job with the token in a file only root can read, streams
 // its output to the log stream, and passes SIGTERM/SIGINT on so it can report its task's end.
+// The flags are one-job's in the runner with --handle (ppaslan/runner a811c1ac,
+// internal/app/cmd/cmd.go: --url, --uuid, --token-url, repeatable --label, --handle for Forgejo
+// 15); internal/app/cmd/args.go reads --token-url once, while parsing them.
 func runRunner(bin string, cfg driver.GuestConfig, logw *logStream) (int, error) {
 	if err := os.MkdirAll(filepath.Dir(tokenFile), 0o700); err != nil {
 		return -1, fmt.Errorf("token directory: %w", err)
